@@ -1,0 +1,90 @@
+# Ride-duration prediction service.
+#
+#   docker build -t ride-duration .                      # the service (last stage, "runtime")
+#   docker build --target train -t ride-duration-train . # mlflow server + train.py, for compose
+#
+# The base is pinned by tag. For a reproducible build pin it by digest too, e.g.
+#   docker build --build-arg PYTHON_IMAGE=python:3.11-slim@sha256:<digest> .
+# Stages: base -> pipenv (build tool only) -> deps / train-deps (locked venvs) -> train, runtime.
+# pipenv never reaches a shipped stage; only /opt/venv is copied out of the builders.
+ARG PYTHON_IMAGE=python:3.11-slim
+
+# ---- base: shared by every stage ---------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS base
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    LANG=C.UTF-8
+# Fixed numeric UID/GID so k8s runAsUser and volume ownership can rely on it.
+RUN groupadd --system --gid 10001 app \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin app
+
+# ---- pipenv: the build tool, in its own venv ------------------------------------------------------
+FROM base AS pipenv
+ARG PIPENV_VERSION=2026.10.3
+RUN python -m venv /opt/pipenv \
+ && /opt/pipenv/bin/pip install "pipenv==${PIPENV_VERSION}"
+WORKDIR /build
+# Only the lock inputs: a code change never invalidates the dependency layers below.
+COPY Pipfile Pipfile.lock ./
+# pipenv installs into the activated venv named by VIRTUAL_ENV (here /opt/venv).
+ENV VIRTUAL_ENV=/opt/venv \
+    PIPENV_VERBOSITY=-1 \
+    PIPENV_NOSPIN=1
+
+# ---- deps: runtime packages only; --deploy fails the build when Pipfile.lock is stale ----------
+FROM pipenv AS deps
+RUN python -m venv /opt/venv \
+ && /opt/pipenv/bin/pipenv install --deploy \
+ && /opt/venv/bin/python -m pip uninstall --yes pip setuptools
+
+# ---- train-deps: runtime + the "train" category (full mlflow with its server, pandas, pyarrow) ---
+FROM pipenv AS train-deps
+RUN python -m venv /opt/venv \
+ && /opt/pipenv/bin/pipenv install --deploy --categories "packages train" \
+ && /opt/venv/bin/python -m pip uninstall --yes pip setuptools
+
+# ---- train: `mlflow server` and `python train.py` (docker-compose.yml uses it for both) ------------
+FROM base AS train
+ENV VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
+    GIT_PYTHON_REFRESH=quiet \
+    MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
+WORKDIR /app
+# /mlflow: sqlite store + artifacts. A fresh named volume mounted here inherits this ownership.
+RUN install -d -o 10001 -g 10001 -m 0750 /mlflow
+COPY --from=train-deps /opt/venv /opt/venv
+COPY train.py ./
+COPY ride_duration/ ./ride_duration/
+RUN python -m compileall -q /app
+USER 10001:10001
+EXPOSE 5000
+CMD ["python", "train.py", "--help"]
+
+# ---- runtime: the service. Last stage, so a plain `docker build .` produces it --------------------
+FROM base AS runtime
+ENV VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
+    PORT=9696 \
+    PROMETHEUS_MULTIPROC_DIR=/run/prometheus
+WORKDIR /app
+# The metrics dir must be writable by the app user; with --read-only mount a tmpfs over it.
+RUN install -d -o 10001 -g 10001 -m 0700 /run/prometheus
+COPY --from=deps /opt/venv /opt/venv
+# Least to most frequently changed: server config, bundled model, then code.
+COPY gunicorn.conf.py ./
+COPY model/ ./model/
+COPY predict.py ./
+COPY ride_duration/ ./ride_duration/
+# Byte-compile at build time: PYTHONDONTWRITEBYTECODE only stops writes at run time, and the root
+# filesystem may be read-only then. (pip already compiled the venv.)
+RUN python -m compileall -q /app
+USER 10001:10001
+EXPOSE 9696
+# No curl in the image: probe /ready (200 once a model is loaded) with the stdlib.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/ready' % os.environ.get('PORT', '9696'), timeout=4)"]
+# gunicorn is PID 1 (exec form): it gets SIGTERM and stops gracefully (graceful_timeout 30 s).
+CMD ["gunicorn", "--config", "gunicorn.conf.py"]

@@ -1,0 +1,43 @@
+"""All service settings, read once from the environment (no prefix; names as documented)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL_PATH = PROJECT_ROOT / "model" / "lin_reg.bin"
+
+
+class Settings(BaseSettings):
+    """Typed settings; every field maps to the upper-case env var of the same name."""
+
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, protected_namespaces=())
+
+    model_path: Path = DEFAULT_MODEL_PATH
+    """Bundled (or any) pickle of ``(DictVectorizer, regressor)``."""
+    model_sha256: str | None = None
+    """Expected sha256 of ``model_path``; default: from ``metadata.json`` beside it."""
+    mlflow_tracking_uri: str | None = None
+    """When set, the model comes from the registry at ``model_uri``."""
+    model_name: str = "nyc-taxi-ride-duration"
+    """Registered model name (used by the default ``model_uri``)."""
+    model_uri: str | None = None
+    """Registry URI; default ``models:/<model_name>@production``."""
+    model_fallback: bool = True
+    """Serve the bundled model when the registry cannot be used at start-up."""
+    model_poll_seconds: float = Field(30.0, ge=0)
+    """How often to re-resolve ``model_uri``; 0 disables the watcher."""
+    model_load_timeout: float = Field(5.0, gt=0)
+    """Seconds the registry may take at start-up before falling back."""
+    max_batch_size: int = Field(10_000, ge=1)
+    """Most rides accepted in one request."""
+    max_content_length: int = Field(8 * 1024 * 1024, ge=1024)
+    """Largest request body in bytes (413 above it)."""
+    log_level: str = "INFO"
+
+    @property
+    def resolved_model_uri(self) -> str:
+        return self.model_uri or f"models:/{self.model_name}@production"

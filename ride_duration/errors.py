@@ -1,0 +1,95 @@
+"""Every error the service answers with, and the JSON shape they share.
+
+Body: ``{"error": {"code": str, "message": str, "details": [...]?}}``. Messages
+are written for clients: never a traceback, never the request payload.
+"""
+
+from __future__ import annotations
+
+import logging
+import typing as t
+
+from werkzeug.exceptions import HTTPException
+
+if t.TYPE_CHECKING:
+    from flask import Flask, Response
+
+log = logging.getLogger(__name__)
+
+
+class ServiceError(Exception):
+    """Base class: an error with an HTTP status and a stable machine-readable code."""
+
+    status_code = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, details: list[dict[str, t.Any]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, t.Any]:
+        body: dict[str, t.Any] = {"code": self.code, "message": self.message}
+        if self.details is not None:
+            body["details"] = self.details
+        return {"error": body}
+
+
+class MalformedJSON(ServiceError):
+    status_code = 400
+    code = "malformed_json"
+
+
+class UnsupportedMediaType(ServiceError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class PayloadTooLarge(ServiceError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class InvalidInput(ServiceError):
+    status_code = 422
+    code = "invalid_input"
+
+
+class ModelNotReady(ServiceError):
+    status_code = 503
+    code = "model_not_ready"
+
+
+def _json(body: dict[str, t.Any], status: int) -> Response:
+    from flask import jsonify
+
+    response = jsonify(body)
+    response.status_code = status
+    return response
+
+
+def handle_service_error(exc: ServiceError) -> Response:
+    return _json(exc.to_dict(), exc.status_code)
+
+
+HTTP_CODES = {413: PayloadTooLarge.code}
+
+
+def handle_http_exception(exc: HTTPException) -> Response:
+    code = HTTP_CODES.get(exc.code or 0) or (exc.name or "error").lower().replace(" ", "_")
+    response = _json({"error": {"code": code, "message": exc.description or exc.name}}, exc.code or 500)
+    if exc.code == 405 and exc.valid_methods:
+        response.headers["Allow"] = ", ".join(exc.valid_methods)
+    return response
+
+
+def handle_unexpected(exc: Exception) -> Response:
+    log.exception("unhandled error")
+    return _json({"error": {"code": "internal_error", "message": "internal server error"}}, 500)
+
+
+def init_app(app: Flask) -> None:
+    """Register the JSON error handlers."""
+    app.register_error_handler(ServiceError, handle_service_error)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(Exception, handle_unexpected)

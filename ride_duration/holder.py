@@ -1,0 +1,92 @@
+"""The model the service answers with, swapped atomically, and how it is chosen at start-up."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import typing as t
+
+from .errors import ModelNotReady
+from .loading import ModelLoadError, load_file
+
+if t.TYPE_CHECKING:
+    from flask import Flask
+
+    from .config import Settings
+    from .predictor import LoadedModel
+
+log = logging.getLogger(__name__)
+Listener = t.Callable[..., None]
+
+
+class ModelHolder:
+    """Holds the serving model; readers take one reference per request, so a swap never tears a request."""
+
+    def __init__(self) -> None:
+        self.current: LoadedModel | None = None
+        self.reason: str | None = "model not loaded yet"
+        self.events: dict[str, t.Any] = {}
+        self.listeners: list[Listener] = []
+        self._lock = threading.Lock()
+
+    def require(self) -> LoadedModel:
+        """The serving model. :raises ModelNotReady: none is loaded (503)."""
+        model = self.current
+        if model is None:
+            raise ModelNotReady(f"no model loaded: {self.reason}")
+        return model
+
+    def swap(self, model: LoadedModel, event: str = "model_loaded", **fields: t.Any) -> None:
+        """Make ``model`` the serving model (one reference assignment)."""
+        with self._lock:
+            previous = self.current
+            self.current = model
+            self.reason = None
+        self.emit(event, model_version=model.version, source=model.source,
+                  previous_version=previous.version if previous else None, **fields)
+
+    def fail(self, reason: str) -> None:
+        """Record why no model is serving (only meaningful while none is)."""
+        self.reason = reason
+        self.emit("model_load_failed", reason=reason)
+
+    def emit(self, event: str, **fields: t.Any) -> None:
+        """Log an event and tell listeners (metrics)."""
+        self.events[event] = {"at": time.time(), **fields}
+        level = logging.WARNING if "fail" in event or "reject" in event or "fallback" in event else logging.INFO
+        log.log(level, "%s %s", event, " ".join(f"{k}={v}" for k, v in fields.items() if v is not None),
+                extra={"event": event, **fields})
+        for listener in self.listeners:
+            listener(event, **fields)
+
+
+def load_bundled(settings: Settings, holder: ModelHolder, note: str | None = None) -> bool:
+    """Load ``MODEL_PATH`` into ``holder``; on failure record why and return False."""
+    try:
+        model = load_file(settings.model_path, settings.model_sha256, source="bundled")
+    except ModelLoadError as exc:
+        holder.fail(str(exc))
+        return False
+    if note:
+        model.info["fallback_reason"] = note
+        model.info["warnings"].append(note)
+    holder.swap(model, event="model_fallback" if note else "model_loaded")
+    return True
+
+
+def init_app(app: Flask, settings: Settings) -> ModelHolder:
+    """Choose and load the start-up model; the holder lives at ``app.extensions["model"]``."""
+    holder = ModelHolder()
+    app.extensions["model"] = holder
+    if settings.mlflow_tracking_uri:
+        from . import registry
+
+        registry.init_app(app, settings, holder)
+    else:
+        load_bundled(settings, holder)
+    return holder
+
+
+def get_holder(app: Flask) -> ModelHolder:
+    return t.cast(ModelHolder, app.extensions["model"])

@@ -1,0 +1,109 @@
+"""Starting the real service (gunicorn) on a free loopback port, for black-box tests."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import typing as t
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http(method: str, url: str, body: bytes | str | None = None, headers: dict[str, str] | None = None,
+         timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP request; returns status, headers, body (errors are answers too)."""
+    data = body.encode() if isinstance(body, str) else body
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def post_json(url: str, payload: t.Any, timeout: float = 10.0) -> tuple[int, dict[str, str], t.Any]:
+    status, headers, body = http("POST", url, json.dumps(payload), {"Content-Type": "application/json"}, timeout)
+    return status, headers, json.loads(body)
+
+
+class Server:
+    """A gunicorn process serving ``predict:app`` with this repo's gunicorn.conf.py."""
+
+    def __init__(self, env: dict[str, str] | None = None, workers: int = 2, args: t.Sequence[str] = (),
+                 log_path: Path | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "PORT": str(self.port), "HOST": "127.0.0.1",
+                    "WEB_CONCURRENCY": str(workers), **(env or {})}
+        self.args = list(args)
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: t.IO[bytes] | None = None
+
+    def start(self, wait_for: str = "/health", timeout: float = 30.0) -> Server:
+        out: t.Any = subprocess.DEVNULL
+        if self.log_path is not None:
+            self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+            out = self._log
+        self.proc = subprocess.Popen([GUNICORN, *self.args], cwd=ROOT, env=self.env, stdout=out,
+                                     stderr=subprocess.STDOUT)
+        self.wait(wait_for, timeout)
+        return self
+
+    def wait(self, path: str = "/health", timeout: float = 30.0, status: int = 200) -> float:
+        """Poll ``path`` until it answers ``status``; returns the seconds it took."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self.proc.returncode}; log: {self.log_text()[-3000:]}")
+            with contextlib.suppress(OSError):
+                if http("GET", self.url + path, timeout=2)[0] == status:
+                    return time.monotonic() - start
+            time.sleep(0.05)
+        raise TimeoutError(f"{path} did not answer {status} within {timeout}s; log: {self.log_text()[-3000:]}")
+
+    def log_text(self) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 40.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._log is not None:
+            self._log.close()
+        return self.proc.returncode
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
