@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     train_rides, valid_rides = data.read_rides(train_src), data.read_rides(valid_src)
     dv, lr, rmse = fit(train_rides, valid_rides)
     info = {
-        "trained_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "trained_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "train_data": {"source": train_src, "rows": len(train_rides)},
         "valid_data": {"source": valid_src, "rows": len(valid_rides)},
         "metrics": {"valid_rmse": rmse},

@@ -75,7 +75,8 @@ def load_file(path: Path, expected_sha256: str | None = None, source: str = "bun
         load_warnings.append("no expected sha256 (MODEL_SHA256 or metadata.json): integrity not verified")
     elif digest != expected.lower():
         raise ModelLoadError(
-            f"sha256 mismatch for {path.name}: expected {expected[:12]}…, file has {digest[:12]}…; refusing to unpickle")
+            f"sha256 mismatch for {path.name}: expected {expected[:12]}…, file has {digest[:12]}…; "
+            "refusing to unpickle")
     dv, regressor, notes = unpickle_pair(blob)
     info = {
         "name": meta.get("name", path.stem),

@@ -69,7 +69,7 @@ def compile_linear(dv: t.Any, regressor: t.Any) -> CompiledLinear | None:
     prefix = CATEGORICAL + dv.separator
     weights: dict[str, float] = {}
     distance_weight = 0.0
-    for name, w in zip(names, coef.tolist()):
+    for name, w in zip(names, coef.tolist(), strict=False):
         if name == NUMERICAL:
             distance_weight = w
         elif name.startswith(prefix):

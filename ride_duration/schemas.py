@@ -27,11 +27,10 @@ ZONE_PROBLEM = f"must be an integer zone ID from {MIN_ZONE} to {MAX_ZONE}"
 _ZONE_SCHEMA = {"type": "integer", "minimum": MIN_ZONE, "maximum": MAX_ZONE,
                 "description": "TLC taxi zone ID (integral floats such as 10.0 are accepted)"}
 
+_StrictZone = t.Annotated[int, Strict(), Field(ge=MIN_ZONE, le=MAX_ZONE)]
+_IntegralFloatZone = t.Annotated[float, Strict(), Field(ge=MIN_ZONE, le=MAX_ZONE, multiple_of=1)]
 ZoneID = t.Annotated[
-    t.Union[
-        t.Annotated[int, Strict(), Field(ge=MIN_ZONE, le=MAX_ZONE)],
-        t.Annotated[float, Strict(), Field(ge=MIN_ZONE, le=MAX_ZONE, multiple_of=1)],
-    ],
+    _StrictZone | _IntegralFloatZone,
     Field(union_mode="left_to_right"),
     WithJsonSchema(_ZONE_SCHEMA),
 ]

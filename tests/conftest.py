@@ -1,0 +1,49 @@
+"""Shared fixtures: the app from the factory (Flask tutorial style) and data locations."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ride_duration import create_app
+
+from .synthetic import ROOT, real_month, write_month
+
+BUNDLED = ROOT / "model"
+REFERENCE_RIDE = {"PULocationID": 10, "DOLocationID": 50, "trip_distance": 40}
+
+
+@pytest.fixture
+def app():
+    return create_app({"model_path": BUNDLED / "lin_reg.bin", "mlflow_tracking_uri": None})
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def bundle_copy(tmp_path: Path) -> Path:
+    """A writable copy of the bundled model directory; returns the .bin path."""
+    target = tmp_path / "model"
+    shutil.copytree(BUNDLED, target)
+    return target / "lin_reg.bin"
+
+
+@pytest.fixture(scope="session")
+def synthetic_months(tmp_path_factory) -> tuple[Path, Path]:
+    """A synthetic training and validation month (parquet)."""
+    base = tmp_path_factory.mktemp("tlc")
+    return (write_month(base / "train.parquet", n=6000, seed=1),
+            write_month(base / "valid.parquet", n=3000, seed=2, month="2021-02"))
+
+
+def require_real(month: str) -> Path:
+    """The real TLC file for ``month``, or skip with the reason."""
+    path = real_month(month)
+    if path is None:
+        pytest.skip(f"real TLC data for {month} not found (set TLC_DATA_DIR; default ../shared/data)")
+    return path
