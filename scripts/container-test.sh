@@ -1,0 +1,375 @@
+#!/usr/bin/env bash
+# container-test.sh: build the real Dockerfile, run the image and probe it, then run the whole
+# docker compose stack (mlflow + train + predict) and check predict serves the registry's model.
+#
+#   bash scripts/container-test.sh          (make container-test)
+#
+# It works on a bare Debian machine with no container registry (this project's sandbox):
+#   - installs docker.io / docker-compose / debootstrap with apt when missing (root or sudo),
+#   - starts its own dockerd (host networking only) when none answers, and stops only that one,
+#   - when the Dockerfile's base (python:3.11-slim) is missing and cannot be pulled, builds a
+#     stand-in: Debian bookworm's Python 3.11 via debootstrap, trusting the host's extra CA certs
+#     (for TLS-inspecting proxies), imported under the same tag. The Dockerfile is unchanged.
+# On a normal machine (e.g. GitHub Actions) it uses the running daemon and the real base image.
+#
+# Checks: /ready 200 with the bundled model; the reference ride gives a finite positive duration
+# equal to what the service computes in-process; PID 1 runs as UID 10001; the image HEALTHCHECK
+# turns healthy; the image serves with --read-only (+ tmpfs for /tmp and the metrics dir); image
+# size within budget. Compose: train registers + promotes, predict /ready shows source registry
+# and the version the production alias points to. Always tears down; prints stage timings.
+#
+# Env knobs:
+#   IMAGE=ride-duration:test   image tag to build/test     BUILD_IMAGE=1 (0: test IMAGE as is)
+#   RUN_COMPOSE=1              0 skips the compose stage    PORT=9696, MLFLOW_PORT=5000
+#   SIZE_BUDGET_MB=360         budget for the layers the Dockerfile adds on top of the base image
+#   TLC_DATA_DIR=../shared/data  local parquet folder for training (else the TLC files download)
+#   WORK=/tmp/ride-duration-container-test   REBUILD_BASE=0 (1: rebuild the stand-in base)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+IMAGE=${IMAGE:-ride-duration:test}
+BUILD_IMAGE=${BUILD_IMAGE:-1}
+RUN_COMPOSE=${RUN_COMPOSE:-1}
+PORT=${PORT:-9696}
+MLFLOW_PORT=${MLFLOW_PORT:-5000}
+WORK=${WORK:-/tmp/ride-duration-container-test}
+REBUILD_BASE=${REBUILD_BASE:-0}
+TLC_DATA_DIR=${TLC_DATA_DIR:-$ROOT/../shared/data}
+# Size budget, on what the Dockerfile adds (total minus the base image): the base here may be
+# the debootstrap stand-in (~190 MB), not python:3.11-slim (~125 MB), so a total would measure
+# the stand-in. 360 MB = the locked runtime venv (~340 MB: scipy+numpy+sklearn ~225 MB,
+# mlflow-skinny and its deps ~95 MB) plus code and model, with ~15 MB headroom. With the
+# official base that is ~485 MB in all; the 450 MB goal needs a lighter registry client.
+SIZE_BUDGET_MB=${SIZE_BUDGET_MB:-360}
+MODEL_NAME=${MODEL_NAME:-nyc-taxi-ride-duration}
+CNAME=ride-duration-ctest
+PROJECT=ride-duration-ctest
+REF_RIDE='{"PULocationID": 10, "DOLocationID": 50, "trip_distance": 40}'
+mkdir -p "$WORK"
+
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO="sudo"
+
+T0=$(date +%s.%N); TSTART=$T0; TIMINGS=()
+lap() {
+  local now; now=$(date +%s.%N)
+  TIMINGS+=("$(printf '%-34s %7.1f s' "$1" "$(python3 -c "print($now - $T0)")")"); T0=$now
+}
+log() { printf '\n=== %s\n' "$*"; }
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+DOCKERD_PID=""
+COMPOSE=()
+COMPOSE_FILES=()
+cleanup() {
+  local rc=$?
+  set +e
+  if docker info >/dev/null 2>&1; then
+    if [ $rc -ne 0 ]; then
+      for c in "$CNAME" "$CNAME-ro"; do
+        docker inspect "$c" >/dev/null 2>&1 && { log "logs: $c"; docker logs --tail 80 "$c" 2>&1; }
+      done
+      if [ ${#COMPOSE[@]} -gt 0 ]; then
+        log "logs: compose"; "${COMPOSE[@]}" "${COMPOSE_FILES[@]}" -p "$PROJECT" logs --no-color --tail 80 2>&1
+      fi
+    fi
+    docker rm -f "$CNAME" "$CNAME-ro" >/dev/null 2>&1
+    if [ ${#COMPOSE[@]} -gt 0 ]; then
+      "${COMPOSE[@]}" "${COMPOSE_FILES[@]}" -p "$PROJECT" down -v --remove-orphans >/dev/null 2>&1
+    fi
+  fi
+  if [ -n "$DOCKERD_PID" ]; then            # stop only the daemon this script started
+    $SUDO kill -TERM "$DOCKERD_PID" 2>/dev/null
+    for _ in $(seq 1 60); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 0.5; done
+    mountpoint -q /run/docker/netns/default 2>/dev/null && $SUDO umount /run/docker/netns/default
+  fi
+  if [ ${#TIMINGS[@]} -gt 0 ]; then
+    log "stage timings"; printf '%s\n' "${TIMINGS[@]}"
+    printf '%-34s %7.1f s\n' "total" "$(python3 -c "print($(date +%s.%N) - $TSTART)")"
+  fi
+  [ $rc -eq 0 ] && echo "container-test: OK" || echo "container-test: FAILED (rc=$rc)"
+  exit $rc
+}
+trap cleanup EXIT
+
+# http METHOD URL [BODY] -> prints "<status> <body>" (stdlib only; no curl needed)
+http() {
+  python3 - "$@" <<'PY'
+import sys, urllib.request, urllib.error
+method, url = sys.argv[1], sys.argv[2]
+data = sys.argv[3].encode() if len(sys.argv) > 3 else None
+req = urllib.request.Request(url, data=data, method=method,
+                             headers={"Content-Type": "application/json"} if data else {})
+try:
+    with urllib.request.urlopen(req, timeout=10) as r:
+        print(r.status, r.read().decode())
+except urllib.error.HTTPError as e:
+    print(e.code, e.read().decode())
+except Exception as e:  # connection refused etc.
+    print(0, repr(e))
+PY
+}
+# wait_http URL SECONDS [CONTAINER]: until GET URL answers 200 (fails early if CONTAINER exits)
+wait_http() {
+  local url=$1 limit=$2 ctr=${3:-} deadline
+  deadline=$(( $(date +%s) + limit ))
+  while [ "$(date +%s)" -lt "$deadline" ]; do
+    [ "$(http GET "$url" | cut -d' ' -f1)" = 200 ] && return 0
+    if [ -n "$ctr" ] && [ "$(docker inspect -f '{{.State.Running}}' "$ctr" 2>/dev/null)" != true ]; then
+      fail "$ctr exited while waiting for $url"
+    fi
+    sleep 0.5
+  done
+  fail "no 200 from $url within ${limit}s"
+}
+json_get() {  # json_get 'JSON' key -> value (python repr for non-strings)
+  python3 -c 'import json,sys; v=json.loads(sys.argv[1]).get(sys.argv[2]); print(v if v is not None else "")' "$1" "$2"
+}
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# --- 1. tools -------------------------------------------------------------------------------------
+log "1. tools"
+PKGS=()
+command -v docker >/dev/null || PKGS+=(docker.io)
+docker info >/dev/null 2>&1 || command -v dockerd >/dev/null || PKGS+=(docker.io)
+if [ "$RUN_COMPOSE" = 1 ] && ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null; then
+  PKGS+=(docker-compose)
+fi
+if [ ${#PKGS[@]} -gt 0 ]; then
+  echo "apt-get install ${PKGS[*]}"
+  $SUDO apt-get update -q >/dev/null
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${PKGS[@]}" >/dev/null
+fi
+echo "docker client: $(command -v docker) $(docker version -f '{{.Client.Version}}' 2>/dev/null || true)"
+lap "tools (apt)"
+
+# --- 2. daemon ------------------------------------------------------------------------------------
+log "2. docker daemon"
+if docker info >/dev/null 2>&1; then
+  echo "using the running daemon ($(docker version -f '{{.Server.Version}}'))"
+else
+  echo "starting dockerd (host networking only: --bridge=none --iptables=false)"
+  $SUDO dockerd --iptables=false --ip-forward=false --bridge=none </dev/null >"$WORK/dockerd.log" 2>&1 &
+  DOCKERD_PID=$!
+  for _ in $(seq 1 120); do docker info >/dev/null 2>&1 && break; sleep 0.25; done
+  docker info >/dev/null 2>&1 || { tail -30 "$WORK/dockerd.log"; fail "dockerd did not come up"; }
+  echo "dockerd pid $DOCKERD_PID, server $(docker version -f '{{.Server.Version}}')"
+fi
+# No bridge network (dockerd --bridge=none): containers and builds use the host's network.
+if docker network inspect bridge >/dev/null 2>&1; then HOSTNET=0; else HOSTNET=1; fi
+# No buildx plugin: the classic builder (it prints a deprecation notice). BuildKit otherwise.
+if docker buildx version >/dev/null 2>&1; then export DOCKER_BUILDKIT=1; else export DOCKER_BUILDKIT=0; fi
+echo "host networking: $HOSTNET; DOCKER_BUILDKIT=$DOCKER_BUILDKIT"
+lap "docker daemon"
+
+# --- 3. base image --------------------------------------------------------------------------------
+BASE=$(sed -n 's/^ARG PYTHON_IMAGE=//p' Dockerfile | head -1)
+[ -n "$BASE" ] || fail "no ARG PYTHON_IMAGE=... in Dockerfile"
+log "3. base image $BASE"
+build_standin() {
+  command -v debootstrap >/dev/null || {
+    $SUDO apt-get update -q >/dev/null
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends debootstrap >/dev/null
+  }
+  local mirror rootfs=$WORK/rootfs
+  mirror=${DEBIAN_MIRROR:-$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)}
+  mirror=${mirror:-http://deb.debian.org/debian}
+  $SUDO rm -rf "$rootfs"
+  echo "debootstrap bookworm from $mirror"
+  $SUDO debootstrap --variant=minbase --include=python3,python3-pip,python3-venv,ca-certificates \
+    bookworm "$rootfs" "$mirror" >"$WORK/debootstrap.log" 2>&1 || { tail -30 "$WORK/debootstrap.log"; fail "debootstrap"; }
+  # A TLS-inspecting proxy's CA must be trusted inside the image for pip to reach PyPI.
+  if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+    $SUDO cp /usr/local/share/ca-certificates/*.crt "$rootfs/usr/local/share/ca-certificates/"
+    $SUDO chroot "$rootfs" update-ca-certificates >/dev/null 2>&1
+  fi
+  $SUDO ln -sf python3 "$rootfs/usr/bin/python"                  # python:3.11-slim has `python`
+  $SUDO rm -f "$rootfs"/usr/lib/python3.*/EXTERNALLY-MANAGED       # like the official image
+  $SUDO chroot "$rootfs" apt-get clean
+  $SUDO rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* \
+    "$rootfs"/usr/share/info/* "$rootfs"/usr/share/locale/*
+  $SUDO sh -c ": > '$rootfs/etc/resolv.conf'"
+  $SUDO tar -C "$rootfs" -c . | docker import \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' - "$BASE" >/dev/null
+  $SUDO rm -rf "$rootfs"
+  echo "stand-in $BASE: Debian bookworm $(docker run --rm --network host "$BASE" python3 -V 2>/dev/null)"
+}
+if [ "$REBUILD_BASE" != 1 ] && docker image inspect "$BASE" >/dev/null 2>&1; then
+  echo "$BASE is in the local image store"
+elif [ "$REBUILD_BASE" != 1 ] && timeout 120 docker pull -q "$BASE" >/dev/null 2>&1; then
+  echo "pulled $BASE"
+else
+  [ "$REBUILD_BASE" = 1 ] && echo "REBUILD_BASE=1: building the stand-in" || echo "$BASE cannot be pulled here: building a stand-in"
+  build_standin
+fi
+BASE_BYTES=$(docker image inspect -f '{{.Size}}' "$BASE")
+lap "base image"
+
+# --- 4. build ------------------------------------------------------------------------------------
+if [ "$BUILD_IMAGE" = 1 ]; then
+  log "4. docker build -t $IMAGE ."
+  NET=(); [ "$HOSTNET" = 1 ] && NET=(--network host)
+  docker build "${NET[@]}" -t "$IMAGE" . >"$WORK/build.log" 2>&1 || { tail -40 "$WORK/build.log"; fail "docker build"; }
+  echo "built $IMAGE ($(grep -c -E '^Step [0-9]+/' "$WORK/build.log" || true) classic-builder steps, $(grep -c 'Using cache' "$WORK/build.log" || true) from cache; log: $WORK/build.log)"
+  lap "docker build"
+else
+  log "4. testing the prebuilt $IMAGE"
+  docker image inspect "$IMAGE" >/dev/null || fail "$IMAGE not found"
+fi
+
+# --- 5. image size -------------------------------------------------------------------------------
+IMG_BYTES=$(docker image inspect -f '{{.Size}}' "$IMAGE")
+read -r TOTAL_MB ADDED_MB <<<"$(python3 -c "print(round($IMG_BYTES/1e6), round(($IMG_BYTES-$BASE_BYTES)/1e6))")"
+log "5. image size: $TOTAL_MB MB total = base $(( BASE_BYTES / 1000000 )) MB + $ADDED_MB MB added (budget for added: $SIZE_BUDGET_MB MB; goal for the total with the official base: <= 450 MB)"
+[ "$ADDED_MB" -le "$SIZE_BUDGET_MB" ] || fail "image adds $ADDED_MB MB > budget $SIZE_BUDGET_MB MB"
+
+# --- 6. run + probe -------------------------------------------------------------------------------
+# run_app NAME [extra docker run args...]: listens on 127.0.0.1:$PORT either way.
+run_app() {
+  local name=$1; shift
+  port_free "$PORT" || fail "port $PORT on 127.0.0.1 is already taken"
+  if [ "$HOSTNET" = 1 ]; then
+    docker run -d --name "$name" --network host -e HOST=127.0.0.1 -e PORT="$PORT" "$@" "$IMAGE" >/dev/null
+  else
+    docker run -d --name "$name" -p "127.0.0.1:$PORT:9696" "$@" "$IMAGE" >/dev/null
+  fi
+}
+BASE_URL="http://127.0.0.1:$PORT"
+
+log "6. docker run $IMAGE"
+run_app "$CNAME"
+wait_http "$BASE_URL/health" 60 "$CNAME"
+lap "run -> /health 200"
+wait_http "$BASE_URL/ready" 30 "$CNAME"
+read -r code body <<<"$(http GET "$BASE_URL/ready")"
+echo "GET /ready -> $code $body"
+[ "$(json_get "$body" source)" = bundled ] || fail "expected source bundled without a registry"
+
+read -r code body <<<"$(http POST "$BASE_URL/predict" "$REF_RIDE")"
+echo "POST /predict $REF_RIDE -> $code $body"
+[ "$code" = 200 ] || fail "/predict answered $code"
+# Reference: the same app, in-process (Flask test client), on the host's project env when it has
+# one, else inside the image: the HTTP path through gunicorn must give the very same number.
+REF_PY='import json, sys
+from ride_duration import create_app
+c = create_app({"mlflow_tracking_uri": None, "model_poll_seconds": 0}).test_client()
+r = c.post("/predict", json=json.loads(sys.argv[1]))
+print(r.get_json()["duration"])'
+if [ -x "$ROOT/.venv/bin/python" ] && EXPECTED=$(cd "$ROOT" && env -u MLFLOW_TRACKING_URI "$ROOT/.venv/bin/python" -c "$REF_PY" "$REF_RIDE" 2>/dev/null | tail -1); then
+  REF_FROM="host .venv (in-process)"
+else
+  EXPECTED=$(docker run --rm --network none --entrypoint python "$IMAGE" -c "$REF_PY" "$REF_RIDE" 2>/dev/null | tail -1)
+  REF_FROM="image (in-process)"
+fi
+python3 - "$body" "$EXPECTED" "$REF_FROM" <<'PY' || fail "reference ride check"
+import json, math, sys, pathlib
+body, expected, ref_from = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+d = body["duration"]
+assert isinstance(d, float) and math.isfinite(d) and d > 0, f"duration {d!r} is not a finite positive float"
+meta = json.loads(pathlib.Path("model/metadata.json").read_text())
+assert body["model_version"] == meta["version"], (body["model_version"], meta["version"])
+exp = float(expected)
+assert abs(d - exp) <= 1e-6 * max(1.0, abs(exp)), f"HTTP {d} != {ref_from} {exp}"
+ref = meta.get("reference_prediction") or meta.get("reference", {}).get("duration")
+if ref is not None:
+    assert abs(d - float(ref)) <= 1e-3, f"{d} != metadata.json reference {ref}"
+print(f"reference ride: {d:.4f} min, equal to the {ref_from} value {exp:.4f}; model {body['model_version']}")
+PY
+read -r code _ <<<"$(http GET "$BASE_URL/metrics")"
+echo "GET /metrics -> $code"
+[ "$code" = 200 ] || [ "$code" = 404 ] || fail "/metrics answered $code"
+[ "$code" = 404 ] && echo "WARN: /metrics not implemented yet (404)"
+
+PID1_UID=$(docker exec "$CNAME" sh -c "awk '/^Uid:/{print \$2}' /proc/1/status")
+echo "PID 1 ($(docker exec "$CNAME" cat /proc/1/comm)) runs as UID $PID1_UID; image USER $(docker image inspect -f '{{.Config.User}}' "$IMAGE")"
+[ "$PID1_UID" = 10001 ] || fail "PID 1 runs as UID $PID1_UID, not 10001"
+
+echo "waiting for the image HEALTHCHECK"
+for _ in $(seq 1 90); do
+  HS=$(docker inspect -f '{{.State.Health.Status}}' "$CNAME")
+  [ "$HS" = healthy ] && break
+  [ "$HS" = unhealthy ] && break
+  sleep 1
+done
+echo "health: $HS"
+[ "$HS" = healthy ] || { docker inspect -f '{{json .State.Health}}' "$CNAME"; fail "HEALTHCHECK did not turn healthy"; }
+lap "probes + healthcheck"
+
+# Graceful stop: gunicorn handles SIGTERM; docker stop must not need to SIGKILL it.
+t=$(date +%s); docker stop -t 35 "$CNAME" >/dev/null; t=$(( $(date +%s) - t ))
+EXIT=$(docker inspect -f '{{.State.ExitCode}}' "$CNAME")
+echo "docker stop took ${t}s, exit code $EXIT"
+[ "$EXIT" = 0 ] || fail "exit code $EXIT after SIGTERM (137 = killed after the grace period)"
+docker rm "$CNAME" >/dev/null
+lap "graceful stop"
+
+# --- 7. read-only root filesystem -------------------------------------------------------------------
+log "7. docker run --read-only (tmpfs: /tmp, /run/prometheus)"
+run_app "$CNAME-ro" --read-only --tmpfs /tmp --tmpfs /run/prometheus:uid=10001,gid=10001,mode=0700
+wait_http "$BASE_URL/ready" 60 "$CNAME-ro"
+read -r code body <<<"$(http POST "$BASE_URL/predict" "$REF_RIDE")"
+echo "read-only: POST /predict -> $code $body"
+[ "$code" = 200 ] || fail "read-only container answered $code"
+read -r code _ <<<"$(http GET "$BASE_URL/metrics")"
+[ "$code" = 200 ] || [ "$code" = 404 ] || fail "read-only /metrics answered $code"
+if docker exec "$CNAME-ro" sh -c 'touch /app/probe' 2>/dev/null; then fail "root filesystem is writable"; fi
+echo "root filesystem is read-only (touch /app/probe refused)"
+docker rm -f "$CNAME-ro" >/dev/null
+lap "read-only run"
+
+# --- 8. compose stack -----------------------------------------------------------------------------
+if [ "$RUN_COMPOSE" = 1 ]; then
+  if docker compose version >/dev/null 2>&1; then COMPOSE=(docker compose); else COMPOSE=(docker-compose); fi
+  COMPOSE_FILES=(-f docker-compose.yml)
+  if [ "$HOSTNET" = 1 ]; then COMPOSE_FILES+=(-f docker-compose.hostnet.yml)
+  else COMPOSE_FILES+=(-f docker-compose.override.yml); fi
+  if [ -f "$TLC_DATA_DIR/green_tripdata_2021-01.parquet" ] && [ -f "$TLC_DATA_DIR/green_tripdata_2021-02.parquet" ]; then
+    export TLC_DATA_DIR=$(cd "$TLC_DATA_DIR" && pwd)
+    COMPOSE_FILES+=(-f docker-compose.data.yml)
+    DATA_NOTE="local parquet files in $TLC_DATA_DIR"
+  else
+    DATA_NOTE="the TLC's public files (download)"
+  fi
+  log "8. compose: ${COMPOSE[*]} ${COMPOSE_FILES[*]} (training on $DATA_NOTE)"
+  port_free "$PORT" || fail "port $PORT is taken"; port_free "$MLFLOW_PORT" || fail "port $MLFLOW_PORT is taken"
+  "${COMPOSE[@]}" "${COMPOSE_FILES[@]}" -p "$PROJECT" down -v --remove-orphans >/dev/null 2>&1 || true
+  "${COMPOSE[@]}" "${COMPOSE_FILES[@]}" -p "$PROJECT" build 2>&1 | tail -3
+  lap "compose build"
+  # Blocks until mlflow is healthy and train has completed, then starts predict.
+  "${COMPOSE[@]}" "${COMPOSE_FILES[@]}" -p "$PROJECT" up -d
+  TRAIN_ID=$("${COMPOSE[@]}" "${COMPOSE_FILES[@]}" -p "$PROJECT" ps -a -q train)
+  for _ in $(seq 1 600); do
+    [ "$(docker inspect -f '{{.State.Status}}' "$TRAIN_ID")" = exited ] && break; sleep 1
+  done
+  TRAIN_RC=$(docker inspect -f '{{.State.ExitCode}}' "$TRAIN_ID")
+  docker logs "$TRAIN_ID" 2>&1 | tail -5
+  [ "$TRAIN_RC" = 0 ] || fail "train exited $TRAIN_RC"
+  lap "compose up: mlflow + train"
+  ALIAS=$(http GET "http://127.0.0.1:$MLFLOW_PORT/api/2.0/mlflow/registered-models/alias?name=$MODEL_NAME&alias=production")
+  echo "registry: $ALIAS"
+  REG_VERSION=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1].split(" ",1)[1])["model_version"]["version"])' "$ALIAS") \
+    || fail "no production alias in the registry"
+  wait_http "$BASE_URL/ready" 120
+  read -r code body <<<"$(http GET "$BASE_URL/ready")"
+  echo "predict GET /ready -> $code $body"
+  python3 - "$body" "$REG_VERSION" <<'PY' || fail "predict does not serve the registry's production version"
+import json, sys
+body, version = json.loads(sys.argv[1]), sys.argv[2]
+assert body["source"] == "registry", f"source is {body['source']!r} (fallback: {body.get('fallback_reason')})"
+served = str(body["model_version"])
+assert served == version or served.endswith(("/" + version, ":" + version, "@" + version, "-v" + version)) \
+    or served == "v" + version, f"serving {served!r}, registry production is version {version}"
+print(f"predict serves registry version {version} ({served})")
+PY
+  read -r code body <<<"$(http POST "$BASE_URL/predict" "$REF_RIDE")"
+  echo "compose: POST /predict -> $code $body"
+  [ "$code" = 200 ] || fail "compose predict answered $code"
+  lap "compose: predict on the registry"
+  t=$(date +%s)
+  "${COMPOSE[@]}" "${COMPOSE_FILES[@]}" -p "$PROJECT" down -v --remove-orphans >/dev/null 2>&1
+  echo "compose down took $(( $(date +%s) - t ))s"
+  COMPOSE=()
+  lap "compose down"
+fi

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# lint-deploy.sh: offline validation of everything that ships the service (make lint-deploy).
+#   Dockerfile          hadolint (ignores only inline, each with its reason)
+#   .github/workflows   check-jsonschema (GitHub's workflow schema) + actionlint
+#   docker-compose*.yml check-jsonschema (the Compose Specification, i.e. what Compose v2 loads)
+#                       + `config` by every compose CLI present (v2 plugin and/or docker-compose 1.29)
+#   k8s/                kubectl kustomize | kubernetes-validate --strict, then checkov on the render
+# Tools come from the pipenv dev environment (pipenv run ...); checkov from its own venv, given by
+# CHECKOV (default .venv-iac/bin/checkov). A missing tool is an error, not a skip.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+CHECKOV=${CHECKOV:-.venv-iac/bin/checkov}
+OUT=$(mktemp -d); trap 'rm -rf "$OUT"' EXIT
+FAILED=(); PASSED=()
+
+check() {  # check NAME CMD...: run, record the outcome, show output only on failure
+  local name=$1; shift
+  if "$@" >"$OUT/log" 2>&1; then
+    PASSED+=("$name"); printf 'ok    %s\n' "$name"
+  else
+    FAILED+=("$name"); printf 'FAIL  %s\n' "$name"; sed 's/^/      /' "$OUT/log"
+  fi
+}
+need() {
+  local t
+  for t in "$@"; do
+    command -v "$t" >/dev/null 2>&1 || { FAILED+=("missing tool: $t"); printf 'FAIL  missing tool: %s\n' "$t"; }
+  done
+}
+
+need hadolint check-jsonschema actionlint kubectl kubernetes-validate
+[ -x "$CHECKOV" ] || { FAILED+=("missing tool: checkov at $CHECKOV"); echo "FAIL  checkov not found at $CHECKOV (set CHECKOV)"; }
+
+# --- Dockerfile ---
+command -v hadolint >/dev/null && check "hadolint Dockerfile" hadolint Dockerfile
+
+# --- GitHub Actions workflows ---
+WORKFLOWS=(.github/workflows/*.yml)
+if command -v check-jsonschema >/dev/null; then
+  check "workflow schema (${#WORKFLOWS[@]} files)" check-jsonschema --builtin-schema vendor.github-workflows "${WORKFLOWS[@]}"
+fi
+command -v actionlint >/dev/null && check "actionlint" actionlint "${WORKFLOWS[@]}"
+
+# --- compose ---
+COMPOSE_YAMLS=(docker-compose*.yml)
+if command -v check-jsonschema >/dev/null; then
+  check "compose-spec schema (${#COMPOSE_YAMLS[@]} files)" check-jsonschema --builtin-schema vendor.compose-spec "${COMPOSE_YAMLS[@]}"
+fi
+# The combinations people run: default (base + override), host network, host network + data folder.
+COMBOS=("docker-compose.yml docker-compose.override.yml"
+        "docker-compose.yml docker-compose.hostnet.yml"
+        "docker-compose.yml docker-compose.hostnet.yml docker-compose.data.yml"
+        "docker-compose.yml docker-compose.override.yml docker-compose.data.yml")
+compose_config() {  # compose_config CLI... -- FILES...
+  local cli=() files=() f
+  while [ "$1" != -- ]; do cli+=("$1"); shift; done; shift
+  for f in "$@"; do files+=(-f "$f"); done
+  TLC_DATA_DIR=${TLC_DATA_DIR:-/tmp} "${cli[@]}" "${files[@]}" config -q
+}
+CLIS=0
+if docker compose version >/dev/null 2>&1; then
+  CLIS=$((CLIS + 1))
+  for c in "${COMBOS[@]}"; do
+    # shellcheck disable=SC2086  # word splitting of the file list is intended
+    check "docker compose (v2) config: $c" compose_config docker compose -- $c
+  done
+fi
+if command -v docker-compose >/dev/null 2>&1; then
+  CLIS=$((CLIS + 1))
+  for c in "${COMBOS[@]}"; do
+    # shellcheck disable=SC2086
+    check "docker-compose ($(docker-compose version --short 2>/dev/null)) config: $c" compose_config docker-compose -- $c
+  done
+fi
+[ "$CLIS" -gt 0 ] || { FAILED+=("missing tool: docker compose / docker-compose"); echo "FAIL  no compose CLI (docker compose v2 or docker-compose)"; }
+
+# --- Kubernetes ---
+if command -v kubectl >/dev/null; then
+  check "kubectl kustomize k8s" sh -c "kubectl kustomize k8s > '$OUT/k8s.yaml'"
+  if command -v kubernetes-validate >/dev/null && [ -s "$OUT/k8s.yaml" ]; then
+    check "kubernetes-validate --strict" kubernetes-validate --strict "$OUT/k8s.yaml"
+  fi
+  # Skips are annotated on the resources themselves (checkov.io/skipN: CHECK=reason).
+  if [ -x "$CHECKOV" ] && [ -s "$OUT/k8s.yaml" ]; then
+    check "checkov (kubernetes, rendered kustomize)" "$CHECKOV" --skip-download --quiet --compact \
+      --framework kubernetes -f "$OUT/k8s.yaml"
+  fi
+fi
+if [ -x "$CHECKOV" ]; then
+  check "checkov (dockerfile)" "$CHECKOV" --skip-download --quiet --compact --framework dockerfile -f Dockerfile
+  check "checkov (github_actions)" "$CHECKOV" --skip-download --quiet --compact --framework github_actions \
+    -d .github/workflows
+fi
+
+echo "lint-deploy: ${#PASSED[@]} passed, ${#FAILED[@]} failed"
+[ ${#FAILED[@]} -eq 0 ]
