@@ -16,6 +16,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import os
 import pickle
 import sys
 from pathlib import Path
@@ -80,6 +81,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="training parquet: path, URL, or YYYY-MM for the TLC public file (default 2021-01)")
     p.add_argument("--valid-data", default="2021-02",
                    help="validation parquet: path, URL, or YYYY-MM (default 2021-02)")
+    p.add_argument("--data-dir", type=Path, default=os.environ.get("TLC_DATA_DIR"),
+                   help="folder of local green_tripdata_YYYY-MM.parquet files; a YYYY-MM found there is read "
+                        "locally instead of downloaded (default: TLC_DATA_DIR)")
     p.add_argument("--output-dir", type=Path, default=Path("model"),
                    help="where lin_reg.bin and metadata.json go (default model/)")
     p.add_argument("--no-bundle", action="store_true", help="do not write the bundle files")
@@ -97,7 +101,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args = parse_args(argv)
-    train_src, valid_src = data.resolve_source(args.train_data), data.resolve_source(args.valid_data)
+    train_src = data.resolve_source(args.train_data, args.data_dir)
+    valid_src = data.resolve_source(args.valid_data, args.data_dir)
     log.info("reading %s and %s", train_src, valid_src)
     train_rides, valid_rides = data.read_rides(train_src), data.read_rides(valid_src)
     dv, lr, rmse = fit(train_rides, valid_rides)

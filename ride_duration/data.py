@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typing as t
+from pathlib import Path
 
 if t.TYPE_CHECKING:
     import pandas as pd
@@ -15,10 +16,14 @@ MAX_MINUTES = 60.0
 COLUMNS = ["lpep_pickup_datetime", "lpep_dropoff_datetime", "PULocationID", "DOLocationID", "trip_distance"]
 
 
-def resolve_source(source: str) -> str:
-    """Accept a path, a URL, or a bare ``YYYY-MM`` month (the TLC's public file)."""
+def resolve_source(source: str, data_dir: str | Path | None = None) -> str:
+    """Accept a path, a URL, or a bare ``YYYY-MM`` month.
+
+    A month is read from ``data_dir`` when the file is there, else from the TLC's public URL.
+    """
     if len(source) == 7 and source[4] == "-" and source.replace("-", "").isdigit():
-        return TLC_URL.format(month=source)
+        local = Path(data_dir) / f"green_tripdata_{source}.parquet" if data_dir else None
+        return str(local) if local is not None and local.is_file() else TLC_URL.format(month=source)
     return source
 
 

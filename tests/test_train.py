@@ -27,6 +27,12 @@ def test_month_resolves_to_the_public_url():
     assert data.resolve_source("/data/x.parquet") == "/data/x.parquet"
 
 
+def test_month_is_read_locally_when_the_file_is_there(tmp_path):
+    (tmp_path / "green_tripdata_2021-01.parquet").write_bytes(b"")
+    assert data.resolve_source("2021-01", tmp_path) == str(tmp_path / "green_tripdata_2021-01.parquet")
+    assert data.resolve_source("2021-02", tmp_path).startswith("https://")
+
+
 def test_training_on_synthetic_data_writes_a_loadable_bundle(synthetic_months, tmp_path):
     train_file, valid_file = synthetic_months
     code = train.main(["--train-data", str(train_file), "--valid-data", str(valid_file),

@@ -1,0 +1,107 @@
+# Two commands for a stranger (a machine with Python 3.11 and pip):
+#   make serve   - install the runtime from Pipfile.lock and serve the bundled model on :9696
+#   make test    - install everything the suite needs and run all of it (CI runs this)
+# Everything installs from Pipfile.lock (hashes) into ./.venv via a private pipenv in ./.venv-tools.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+PIPENV_VERSION := 2026.10.3
+TOOLS := .venv-tools
+PIPENV := $(TOOLS)/bin/pipenv
+VENV := .venv
+IAC := .venv-iac
+PORT ?= 9696
+PYTEST_ARGS ?=
+
+export PIPENV_VENV_IN_PROJECT := 1
+export PIPENV_IGNORE_VIRTUALENVS := 1
+export PIPENV_NOSPIN := 1
+export PIPENV_YES := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help serve test test-python lint quality_checks build container-test lint-deploy \
+        bench bench-smoke soak fuzz train system-deps install install-dev clean
+
+help:  ## list the targets
+	@grep -E '^[a-z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+# --- environments --------------------------------------------------------------------------
+$(PIPENV):
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 needed, found {sys.version.split()[0]} ($(PYTHON))"'
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q pipenv==$(PIPENV_VERSION)
+
+$(VENV)/.runtime: Pipfile.lock | $(PIPENV)
+	$(PIPENV) sync --python $(PYTHON)
+	@touch $@
+
+$(VENV)/.dev: Pipfile.lock | $(PIPENV)
+	$(PIPENV) sync --python $(PYTHON) --categories "packages dev-packages train"
+	@touch $@ $(VENV)/.runtime
+
+# checkov's pins fight the dev tools, so it lives in its own venv, still from the lock's hashes.
+$(IAC)/.installed: Pipfile.lock | $(PIPENV)
+	$(PYTHON) -m venv $(IAC)
+	$(PIPENV) requirements --hash --categories iac > $(IAC)/requirements.txt
+	$(IAC)/bin/pip install -q --require-hashes --no-deps -r $(IAC)/requirements.txt
+	@touch $@
+
+install: $(VENV)/.runtime  ## runtime environment only (what the image carries)
+install-dev: $(VENV)/.dev $(IAC)/.installed  ## runtime + dev tools + training/MLflow + checkov
+
+system-deps:  ## Debian packages the tests use: chromium (browser test), wrk (bench)
+	@missing=""; command -v chromium >/dev/null || missing="$$missing chromium"; \
+	 command -v wrk >/dev/null || missing="$$missing wrk"; \
+	 if [ -n "$$missing" ]; then \
+	   if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	     apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	   else echo "missing system packages:$$missing (install them as root: apt-get install$$missing)"; exit 1; fi; \
+	 fi
+
+# --- the two commands ------------------------------------------------------------------------
+serve: $(VENV)/.runtime  ## serve the bundled model on :9696 (PORT, WEB_CONCURRENCY, MODEL_PATH, ...)
+	PORT=$(PORT) $(VENV)/bin/gunicorn
+
+test: install-dev system-deps  ## the whole suite: pytest (unit, service, registry, protocols, browser, faults), then the container test
+	@$(MAKE) --no-print-directory test-python
+	@$(MAKE) --no-print-directory container-test
+
+test-python: install-dev  ## pytest only
+	@set +e; $(VENV)/bin/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	 if [ $$rc -eq 5 ]; then echo "pytest collected no tests: treated as a failure"; exit 1; fi; exit $$rc
+
+# --- quality, build, delivery ---------------------------------------------------------------------
+lint: install-dev  ## ruff, gunicorn --check-config, and the deployment validators
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/gunicorn --check-config
+	@$(MAKE) --no-print-directory lint-deploy
+quality_checks: lint
+
+lint-deploy: install-dev  ## hadolint, workflow schema + actionlint, compose config, kustomize | kubernetes-validate, checkov
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH CHECKOV=$(CURDIR)/$(IAC)/bin/checkov bash scripts/lint-deploy.sh
+
+build: lint test-python  ## build the Docker image (after lint and tests)
+	docker build -t ride-duration:dev .
+
+container-test:  ## build the real Dockerfile, run it and the compose stack (needs root: apt + dockerd)
+	@if [ "$$(id -u)" = 0 ] || docker info >/dev/null 2>&1; then \
+	   PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash scripts/container-test.sh; \
+	 elif [ "$$CI" = true ]; then echo "container test needs root or a running Docker engine" >&2; exit 1; \
+	 else echo "*** container test NOT RUN: needs root (apt + dockerd) or a Docker engine; run: sudo make container-test"; fi
+
+train: install-dev  ## retrain the bundled model on TLC 2021-01 / 2021-02 (TLC_DATA_DIR or the public URLs)
+	$(VENV)/bin/python train.py --train-data $${TRAIN_DATA:-2021-01} --valid-data $${VALID_DATA:-2021-02} --output-dir model/
+
+bench: install-dev system-deps  ## benchmark vs the course-style app and the WSGI/Flask floors (bench/)
+	$(VENV)/bin/python bench/run.py $(BENCH_ARGS)
+
+soak: install-dev system-deps  ## 5 minutes at c8: RSS growth and errors
+	$(VENV)/bin/python bench/soak.py
+
+fuzz: install-dev  ## a long schemathesis run against a live service
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash scripts/fuzz.sh
+
+clean:  ## remove the virtualenvs
+	rm -rf $(VENV) $(TOOLS) $(IAC)
