@@ -1,0 +1,1 @@
+"""Apps the benchmark measures the service against (never imported by the service)."""

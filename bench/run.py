@@ -1,0 +1,397 @@
+"""Benchmark the service against the course-style app and two floors, in one run, on loopback.
+
+Every server runs under the production ``gunicorn.conf.py`` (same workers, sync, preload,
+keep-alive), on its own free 127.0.0.1 port; only the WSGI app differs:
+
+* ``service``      ``predict:app`` with the bundled model (plus ``service-registry`` when
+                   ``MLFLOW_TRACKING_URI`` is set)
+* ``course``       bench/baselines/course_app.py: per request ``dv.transform`` + ``predict``
+* ``flask-const``  bench/baselines/flask_const.py: ``get_json`` + ``jsonify`` a constant
+* ``wsgi-const``   bench/baselines/wsgi_const.py: a bare WSGI callable
+
+Load comes from wrk (Debian package ``wrk``; installed with apt-get when missing and root),
+POSTing one ride through a Lua script; a warm-up run is discarded before each point. The
+10,000-ride batch point is N sequential requests on one keep-alive connection. Output: a
+markdown table on stdout, and JSON + markdown under bench/results/. ``--smoke`` makes every
+point tiny and judges no target (``make test`` runs it so the script cannot rot).
+
+    .venv/bin/python bench/run.py            # full: 10 s per point, c1 and c8
+    .venv/bin/python bench/run.py --smoke    # ~15 s, structure only
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import http.client
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import typing as t
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
+RIDE = {"PULocationID": 43, "DOLocationID": 151, "trip_distance": 1.01}
+
+SERVERS: dict[str, dict[str, str]] = {
+    "service": {"app": "predict:app", "ready": "/ready", "label": "this service (bundled model)"},
+    "course": {"app": "bench.baselines.course_app:app", "ready": "/health",
+               "label": "course-style app (dv.transform + predict)"},
+    "flask-const": {"app": "bench.baselines.flask_const:app", "ready": "/health",
+                    "label": "Flask constant (get_json + jsonify)"},
+    "wsgi-const": {"app": "bench.baselines.wsgi_const:app", "ready": "/health", "label": "bare WSGI constant"},
+}
+
+WRK_LUA = """
+wrk.method = "POST"
+wrk.body = %s
+wrk.headers["Content-Type"] = "application/json"
+
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write("WRKJSON ", string.format(
+    '{"requests":%%d,"duration_us":%%d,"bytes":%%d,"connect":%%d,"read":%%d,"write":%%d,"status":%%d,' ..
+    '"timeout":%%d,"p50_us":%%d,"p90_us":%%d,"p99_us":%%d,"max_us":%%d,"mean_us":%%.1f}',
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean), "\\n")
+end
+"""
+
+
+# ---------------------------------------------------------------- environment
+
+def ensure_wrk() -> str:
+    """Path to wrk; installs Debian's package when it is missing and we are root."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        cmd = ["apt-get", "install", "-y", "-q", "wrk"]
+        if subprocess.run(cmd, env=env, capture_output=True).returncode != 0:
+            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
+            subprocess.run(cmd, env=env, capture_output=True, check=False)
+        found = shutil.which("wrk")
+    if not found:
+        sys.exit("wrk not found: install it (Debian/Ubuntu: apt-get install -y wrk)")
+    return found
+
+
+def machine() -> dict[str, t.Any]:
+    cpu = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    versions = {}
+    for mod in ("flask", "gunicorn", "orjson", "numpy", "sklearn", "pydantic"):
+        with contextlib.suppress(Exception):
+            versions[mod] = __import__(mod).__version__
+    with contextlib.suppress(Exception):
+        versions["flask"] = __import__("importlib.metadata").metadata.version("flask")
+    wrk_version = subprocess.run([shutil.which("wrk") or "wrk", "-v"], capture_output=True, text=True).stdout
+    return {
+        "nproc": os.cpu_count(), "cpu": cpu or platform.processor(), "kernel": platform.release(),
+        "python": platform.python_version(), "versions": versions,
+        "wrk": wrk_version.split("[")[0].strip(), "loadavg_start": os.getloadavg(),
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------- servers
+
+class Gunicorn:
+    """One gunicorn master under the production config, serving ``app`` on a free loopback port."""
+
+    def __init__(self, name: str, app: str, ready: str, workers: int, env: dict[str, str] | None = None,
+                 log_dir: Path | None = None) -> None:
+        self.name, self.app, self.ready_path = name, app, ready
+        self.port = free_port()
+        self.env = {**os.environ, "PORT": str(self.port), "HOST": "127.0.0.1", "WEB_CONCURRENCY": str(workers),
+                    "PYTHONPATH": str(ROOT), **(env or {})}
+        self.log_path = (log_dir or Path(tempfile.gettempdir())) / f"bench-{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.startup_s: float | None = None
+
+    def start(self, timeout: float = 60.0) -> Gunicorn:
+        log = open(self.log_path, "wb")  # noqa: SIM115 - the child keeps it
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen([GUNICORN, "-c", str(ROOT / "gunicorn.conf.py"), self.app], cwd=ROOT,
+                                     env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        while time.monotonic() - t0 < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name}: gunicorn exited {self.proc.returncode}: "
+                                   f"{self.log_path.read_text(errors='replace')[-2000:]}")
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
+                conn.request("GET", self.ready_path)
+                if conn.getresponse().status == 200:
+                    self.startup_s = time.monotonic() - t0
+                    conn.close()
+                    return self
+                conn.close()
+            time.sleep(0.01)
+        raise TimeoutError(f"{self.name}: not ready in {timeout}s")
+
+    def workers(self) -> list[int]:
+        assert self.proc is not None
+        pids: list[int] = []
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+                pids += [int(p) for p in (task / "children").read_text().split()]
+        return pids
+
+    def memory(self) -> dict[str, t.Any]:
+        """PSS and private (USS) memory in MiB of master and workers, from /proc/<pid>/smaps_rollup."""
+        assert self.proc is not None
+        master = smaps(self.proc.pid)
+        workers = [smaps(pid) for pid in self.workers()]
+        return {
+            "master_pss_mb": master["pss"], "worker_pss_mb": [w["pss"] for w in workers],
+            "worker_private_mb": [w["private"] for w in workers],
+            "total_pss_mb": round(master["pss"] + sum(w["pss"] for w in workers), 1),
+            "max_worker_pss_mb": max((w["pss"] for w in workers), default=None),
+        }
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(35)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def smaps(pid: int) -> dict[str, float]:
+    fields: dict[str, float] = {}
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and parts[1].isdigit():
+                fields[parts[0].rstrip(":")] = int(parts[1]) / 1024
+    private = fields.get("Private_Clean", 0.0) + fields.get("Private_Dirty", 0.0)
+    return {"pss": round(fields.get("Pss", 0.0), 1), "private": round(private, 1)}
+
+
+# ---------------------------------------------------------------- load
+
+def wrk_point(wrk: str, lua: Path, port: int, conns: int, seconds: float, warmup: float) -> dict[str, t.Any]:
+    """One wrk run after a discarded warm-up; req/s, latency percentiles (ms), errors."""
+    url = f"http://127.0.0.1:{port}/predict"
+    base = [wrk, "-t1", f"-c{conns}", "-s", str(lua), "--timeout", "5s"]
+    if warmup > 0:
+        subprocess.run([*base, f"-d{max(1, round(warmup))}s", url], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([*base, f"-d{max(1, round(seconds))}s", url], capture_output=True, text=True,
+                         timeout=seconds + 60)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no summary: {out.stdout[-500:]} {out.stderr[-500:]}")
+    raw = json.loads(line.split(" ", 1)[1])
+    secs = raw["duration_us"] / 1e6
+    socket_errors = raw["connect"] + raw["read"] + raw["write"] + raw["timeout"]
+    return {
+        "rps": round(raw["requests"] / secs, 1), "requests": raw["requests"], "seconds": round(secs, 2),
+        "p50_ms": raw["p50_us"] / 1000, "p90_ms": raw["p90_us"] / 1000, "p99_ms": raw["p99_us"] / 1000,
+        "max_ms": raw["max_us"] / 1000, "errors": raw["status"] + socket_errors,
+        "non2xx": raw["status"], "socket_errors": socket_errors,
+    }
+
+
+def batch_point(port: int, body: bytes, n: int, warmup: int) -> dict[str, t.Any]:
+    """N sequential 10,000-ride POSTs on one keep-alive connection; client-side latency."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Content-Type": "application/json"}
+    times, errors, size = [], 0, 0
+    for i in range(warmup + n):
+        t0 = time.perf_counter()
+        try:
+            conn.request("POST", "/predict", body, headers)
+            resp = conn.getresponse()
+            data = resp.read()
+            ok = 200 <= resp.status < 300
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            ok, data = False, b""
+        elapsed = time.perf_counter() - t0
+        if i >= warmup:
+            times.append(elapsed * 1000)
+            errors += not ok
+            size = len(data)
+    conn.close()
+    times.sort()
+    return {"requests": n, "p50_ms": round(statistics.median(times), 2),
+            "p99_ms": round(times[min(len(times) - 1, int(0.99 * len(times)))], 2),
+            "errors": errors, "response_bytes": size}
+
+
+def batch_body(n: int = 10_000) -> bytes:
+    import random
+
+    rng = random.Random(7)
+    rides = [{"PULocationID": rng.randint(1, 265), "DOLocationID": rng.randint(1, 265),
+              "trip_distance": round(rng.uniform(0.1, 30), 2)} for _ in range(n)]
+    return json.dumps(rides).encode()
+
+
+# ---------------------------------------------------------------- targets and report
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a and b else None
+
+
+def judge(res: dict[str, t.Any]) -> list[dict[str, t.Any]]:
+    """The issue's targets, each with the measured value and met/missed."""
+    s, c, f = (res["servers"].get(k, {}) for k in ("service", "course", "flask-const"))
+
+    def get(d: dict[str, t.Any], *path: str) -> t.Any:
+        for p in path:
+            d = (d or {}).get(p)  # type: ignore[assignment]
+        return d
+
+    rows = [
+        ("single ride c8 req/s >= 2.0x course app", ratio(get(s, "c8", "rps"), get(c, "c8", "rps")), 2.0, ">="),
+        ("single ride c8 req/s >= 0.90x Flask floor", ratio(get(s, "c8", "rps"), get(f, "c8", "rps")), 0.90, ">="),
+        ("single ride c8 p99 <= 2.5 ms", get(s, "c8", "p99_ms"), 2.5, "<="),
+        ("c1 p50 <= 1.15x Flask floor p50", ratio(get(s, "c1", "p50_ms"), get(f, "c1", "p50_ms")), 1.15, "<="),
+        ("10,000-ride batch p50 <= 15 ms", get(s, "batch", "p50_ms"), 15.0, "<="),
+        ("ready on bundled model <= 1.5 s", get(s, "startup_s"), 1.5, "<="),
+        ("each extra worker <= 30 MB PSS", get(s, "memory", "max_worker_pss_mb"), 30.0, "<="),
+        ("zero errors in every point", sum(get(s, p, "errors") or 0 for p in ("c1", "c8", "batch")), 0, "<="),
+    ]
+    out = []
+    for name, value, bound, op in rows:
+        if res["smoke"] or value is None:
+            status = "n/a (smoke)" if res["smoke"] else "no data"
+        else:
+            status = "met" if (value >= bound if op == ">=" else value <= bound) else "MISSED"
+        out.append({"target": name, "value": value, "bound": bound, "status": status})
+    return out
+
+
+def fmt(v: t.Any, nd: int = 2) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:,.{nd}f}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def markdown(res: dict[str, t.Any]) -> str:
+    m = res["machine"]
+    base, floor = res["servers"].get("course", {}), res["servers"].get("flask-const", {})
+    lines = [
+        f"Run {res['started_at']} · mode {'smoke' if res['smoke'] else 'full'} · {res['workers']} sync workers each "
+        f"(production gunicorn.conf.py) · wrk -t1, {res['seconds']} s per point after {res['warmup']} s warm-up",
+        f"Machine: {m['nproc']} CPUs, {m['cpu']}, Linux {m['kernel']}, Python {m['python']}, "
+        + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + f", {m['wrk']}; "
+        f"load average {' / '.join(f'{x:.2f}' for x in m['loadavg_start'])} at start, "
+        f"{' / '.join(f'{x:.2f}' for x in res['loadavg_end'])} at end",
+        "",
+        "| server | c8 req/s | c8 p50 / p99 ms | c1 req/s | c1 p50 / p99 ms | 10k batch p50 / p99 ms | errors "
+        "| ready s | PSS MiB master + workers | c8 vs course | c8 vs Flask floor |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, r in res["servers"].items():
+        c8, c1, b, mem = r.get("c8", {}), r.get("c1", {}), r.get("batch", {}), r.get("memory", {})
+        errors = sum(r.get(p, {}).get("errors", 0) for p in ("c8", "c1", "batch"))
+        workers = " + ".join(fmt(w, 1) for w in mem.get("worker_pss_mb", []))
+        lines.append(
+            f"| {r['label']} | {fmt(c8.get('rps'), 0)} | {fmt(c8.get('p50_ms'))} / {fmt(c8.get('p99_ms'))} "
+            f"| {fmt(c1.get('rps'), 0)} | {fmt(c1.get('p50_ms'))} / {fmt(c1.get('p99_ms'))} "
+            f"| {fmt(b.get('p50_ms'))} / {fmt(b.get('p99_ms'))} | {errors} | {fmt(r.get('startup_s'))} "
+            f"| {fmt(mem.get('master_pss_mb'), 1)} + {workers} "
+            f"| {fmt(ratio(c8.get('rps'), base.get('c8', {}).get('rps')))}× "
+            f"| {fmt(ratio(c8.get('rps'), floor.get('c8', {}).get('rps')))}× |")
+    lines += ["", "| target | measured | status |", "|---|---|---|"]
+    for tgt in res["targets"]:
+        lines.append(f"| {tgt['target']} | {fmt(tgt['value'])} | {tgt['status']} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- main
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--smoke", action="store_true", help="tiny points, no targets judged (for make test)")
+    ap.add_argument("--seconds", type=float, help="seconds per wrk point (default 10; smoke 1)")
+    ap.add_argument("--warmup", type=float, help="discarded warm-up seconds per point (default 3; smoke 0)")
+    ap.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY") or 2))
+    ap.add_argument("--batch-requests", type=int, help="sequential 10k-ride requests (default 50; smoke 3)")
+    ap.add_argument("--only", nargs="*", help="measure only these servers (default: all)")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="directory for JSON + markdown")
+    args = ap.parse_args(argv)
+    seconds = args.seconds or (1 if args.smoke else 10)
+    warmup = args.warmup if args.warmup is not None else (0 if args.smoke else 3)
+    batch_n = args.batch_requests or (3 if args.smoke else 50)
+
+    wrk = ensure_wrk()
+    servers = dict(SERVERS)
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        servers["service-registry"] = {"app": "predict:app", "ready": "/ready",
+                                       "label": "this service (registry model)"}
+    if args.only:
+        servers = {k: v for k, v in servers.items() if k in args.only}
+    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    res: dict[str, t.Any] = {"started_at": started, "smoke": args.smoke, "workers": args.workers,
+                             "seconds": seconds, "warmup": warmup, "machine": machine(), "servers": {}}
+    args.out.mkdir(parents=True, exist_ok=True)
+    body = batch_body()
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        lua = Path(tmp) / "post.lua"
+        lua.write_text(WRK_LUA % json.dumps(json.dumps(RIDE)))
+        running: list[Gunicorn] = []
+        try:
+            # bundled-model servers must not reach for a registry; the registry one keeps the env
+            for key, spec in servers.items():
+                env = {} if key == "service-registry" else {"MLFLOW_TRACKING_URI": ""}
+                server = Gunicorn(key, spec["app"], spec["ready"], args.workers, env, Path(tmp)).start()
+                running.append(server)
+                res["servers"][key] = {"label": spec["label"], "app": spec["app"],
+                                       "startup_s": round(server.startup_s or 0, 3)}
+            for server in running:  # all up side by side; measured one at a time
+                r = res["servers"][server.name]
+                print(f"# {server.name}: c1 …", file=sys.stderr, flush=True)
+                r["c1"] = wrk_point(wrk, lua, server.port, 1, seconds, warmup)
+                print(f"# {server.name}: c8 …", file=sys.stderr, flush=True)
+                r["c8"] = wrk_point(wrk, lua, server.port, 8, seconds, warmup)
+                r["memory"] = server.memory()
+                print(f"# {server.name}: batch …", file=sys.stderr, flush=True)
+                r["batch"] = batch_point(server.port, body, batch_n, 2 if batch_n > 3 else 1)
+        finally:
+            for server in running:
+                server.stop()
+    res["loadavg_end"] = os.getloadavg()
+    res["targets"] = judge(res)
+    table = markdown(res)
+    stamp = started.replace(":", "").replace("+0000", "Z")
+    for path in (args.out / f"bench-{stamp}.json", args.out / "latest.json"):
+        path.write_text(json.dumps(res, indent=2) + "\n")
+    for path in (args.out / f"bench-{stamp}.md", args.out / "latest.md"):
+        path.write_text(table + "\n")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
