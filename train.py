@@ -75,6 +75,14 @@ def write_bundle(output_dir: Path, dv, lr, info: dict) -> dict:
     return metadata
 
 
+def describe_source(source: str, rows: int) -> dict:
+    """Provenance of a data file: its name, where it came from, rows kept, and its sha256 when local."""
+    info = {"file": source.rsplit("/", 1)[-1], "source": source, "rows": rows}
+    if Path(source).is_file():
+        info["sha256"] = hashlib.sha256(Path(source).read_bytes()).hexdigest()
+    return info
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--train-data", default="2021-01",
@@ -108,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     dv, lr, rmse = fit(train_rides, valid_rides)
     info = {
         "trained_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "train_data": {"source": train_src, "rows": len(train_rides)},
-        "valid_data": {"source": valid_src, "rows": len(valid_rides)},
+        "train_data": describe_source(train_src, len(train_rides)),
+        "valid_data": describe_source(valid_src, len(valid_rides)),
         "metrics": {"valid_rmse": rmse},
         "params": {"model": "LinearRegression", "tol": LSQR_TOL},
     }

@@ -23,13 +23,15 @@ def create_app(overrides: t.Mapping[str, t.Any] | None = None) -> Flask:
         SETTINGS=settings,
         MAX_CONTENT_LENGTH=settings.max_content_length,
         MAX_BATCH_SIZE=settings.max_batch_size,
-        JSON_SORT_KEYS=False,
     )
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # keep "code" before "message"
 
-    from . import api, errors, holder, request_id
+    from . import api, errors, holder, logs, metrics, request_id
 
+    logs.init_app(app, settings)  # first: JSON logs before the model loads; its access line runs last
     errors.init_app(app)
     request_id.init_app(app)
     holder.init_app(app, settings)
+    metrics.init_app(app, holder.get_holder(app))
     app.register_blueprint(api.bp)
     return app
