@@ -312,7 +312,7 @@ def markdown(res: dict[str, t.Any]) -> str:
         "| ready s | PSS MiB master + workers | c8 vs course | c8 vs Flask floor |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for key, r in res["servers"].items():
+    for r in res["servers"].values():
         c8, c1, b, mem = r.get("c8", {}), r.get("c1", {}), r.get("batch", {}), r.get("memory", {})
         errors = sum(r.get(p, {}).get("errors", 0) for p in ("c8", "c1", "batch"))
         workers = " + ".join(fmt(w, 1) for w in mem.get("worker_pss_mb", []))
@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
                                        "label": "this service (registry model)"}
     if args.only:
         servers = {k: v for k, v in servers.items() if k in args.only}
-    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     res: dict[str, t.Any] = {"started_at": started, "smoke": args.smoke, "workers": args.workers,
                              "seconds": seconds, "warmup": warmup, "machine": machine(), "servers": {}}
     args.out.mkdir(parents=True, exist_ok=True)
