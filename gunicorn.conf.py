@@ -25,6 +25,19 @@ max_requests_jitter = 2000
 accesslog = None        # the app writes one JSON line per request (ride_duration.logs)
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+# gunicorn's own messages as JSON lines on stdout, same formatter as the app (ride_duration.logs):
+# the root logger gets the one handler; gunicorn.error propagates to it.
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "ride_duration.logs.JsonFormatter"}},
+    "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}},
+    "root": {"level": loglevel.upper(), "handlers": ["stdout"]},
+    "loggers": {
+        "gunicorn.error": {"level": loglevel.upper(), "handlers": [], "propagate": True},
+        "gunicorn.access": {"level": "INFO", "handlers": [], "propagate": False},
+    },
+}
 
 # heartbeat files on tmpfs (gunicorn FAQ), not on the container's disk or a read-only root
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
@@ -39,3 +52,48 @@ def post_fork(server, worker):
     app = worker.app.wsgi()  # preloaded: the master's app object, inherited by the fork
     for callback in getattr(app, "extensions", {}).get("post_fork", []):
         callback()
+
+
+# ---- Prometheus multiprocess mode (ride_duration.metrics) ---------------------------------------
+# PROMETHEUS_MULTIPROC_DIR comes from the environment (Dockerfile ENV, k8s env; a tmpfs/emptyDir),
+# never from Python: prometheus_client chooses its storage when first imported. Every process
+# writes <dir>/<type>_<pid>.db; /metrics merges the files on each scrape.
+_METRICS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+
+
+def nworkers_changed(server, new_value, old_value):
+    """Empty the metrics directory once per master, *before* the app is preloaded.
+
+    gunicorn 26 imports a preloaded app in Arbiter.setup(), before on_starting/when_ready; the
+    first nworkers_changed call (old_value None) is in setup() just ahead of that import. Wiping
+    here drops files of a previous run (a restarted container reuses PIDs and an emptyDir
+    survives it) and keeps the master's start-up samples (the model load counters).
+    """
+    if old_value is not None:
+        return
+    if not _METRICS_DIR:
+        if new_value > 1:
+            server.log.warning("PROMETHEUS_MULTIPROC_DIR is not set: /metrics shows one worker's numbers only")
+        return
+    if os.environ.get("GUNICORN_PID"):
+        return  # USR2 binary upgrade: the old master's workers still write here
+    os.makedirs(_METRICS_DIR, exist_ok=True)
+    for name in os.listdir(_METRICS_DIR):
+        if name.endswith(".db"):
+            os.unlink(os.path.join(_METRICS_DIR, name))
+
+
+def when_ready(server):
+    """Drop the master's live gauges (model_info set during preload): workers publish their own."""
+    if _METRICS_DIR:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(os.getpid())
+
+
+def child_exit(server, worker):
+    """A worker exited (even by SIGKILL): its live gauges go; its counters stay in the totals."""
+    if _METRICS_DIR:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

@@ -34,4 +34,9 @@ def create_app(overrides: t.Mapping[str, t.Any] | None = None) -> Flask:
     holder.init_app(app, settings)
     metrics.init_app(app, holder.get_holder(app))
     app.register_blueprint(api.bp)
+    from .protocols import docs, mlflow_scoring, v2
+
+    app.register_blueprint(mlflow_scoring.bp)  # /invocations, /ping, /version
+    app.register_blueprint(v2.bp)  # Open Inference Protocol V2 under /v2
+    app.register_blueprint(docs.bp)  # /openapi.json, /docs
     return app

@@ -1,0 +1,131 @@
+"""JSON-lines logging on stdout: the app's events and one access line per request.
+
+Every record is one JSON object on one line: ``time`` (UTC, ISO 8601, ms), ``level``,
+``logger``, ``message``, ``pid``, then the record's ``extra`` fields (``event``,
+``model_version``, …) and ``exc_info`` as one escaped string. gunicorn's own log uses the same
+formatter through ``logconfig_dict`` in ``gunicorn.conf.py``; its access log stays off because
+:func:`access_line` writes it.
+
+The access line never carries the request body or the query string: only the method, the path,
+the status, the latency, the request ID, the model version, the number of rides and the peer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+import typing as t
+
+import orjson
+from flask import g, request
+
+if t.TYPE_CHECKING:
+    from flask import Flask, Response
+
+    from .config import Settings
+
+ACCESS_LOGGER = "ride_duration.access"
+MAX_PATH = 256
+_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
+_second: tuple[int, str] = (-1, "")
+
+access_log = logging.getLogger(ACCESS_LOGGER)
+
+
+def iso_time(created: float) -> str:
+    """``2026-11-22T08:30:00.123Z`` (the strftime part is cached per second)."""
+    global _second
+    whole = int(created)
+    cached = _second
+    if cached[0] != whole:
+        cached = _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{cached[1]}.{int((created - whole) * 1000):03d}Z"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, extras included; never raises on odd values."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        body: dict[str, t.Any] = {
+            "time": iso_time(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "pid": record.process,
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD:
+                body[key] = value
+        if record.exc_info:
+            body["exc_info"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            body["stack_info"] = self.formatStack(record.stack_info)
+        try:
+            return orjson.dumps(body, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        except (TypeError, orjson.JSONEncodeError):  # e.g. an int beyond 64 bits
+            return json.dumps(body, default=str)
+
+
+class StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A StreamHandler on whatever ``sys.stdout`` is at emit time (survives stdout being swapped)."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property  # type: ignore[override]
+    def stream(self) -> t.TextIO:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value: t.Any) -> None:
+        pass
+
+
+def setup_logging(level: str | int = "INFO") -> None:
+    """Make the root logger write JSON lines to stdout (idempotent).
+
+    If a JSON handler is already on the root logger (gunicorn's ``logconfig_dict``), only the
+    level is set, so no line is written twice. Python warnings are routed through logging too.
+    """
+    root = logging.getLogger()
+    if not any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
+        handler = StdoutHandler()
+        handler.setFormatter(JsonFormatter())
+        root.addHandler(handler)
+    root.setLevel(level.upper() if isinstance(level, str) else level)
+    logging.captureWarnings(True)
+
+
+def start_clock() -> None:
+    g.setdefault("request_start", time.perf_counter())
+
+
+def access_line(response: Response) -> Response:
+    """after_request: one JSON line for the request (registered first, so it runs last)."""
+    if access_log.isEnabledFor(logging.INFO):
+        start = g.get("request_start")
+        latency_ms = round((time.perf_counter() - start) * 1000.0, 3) if start is not None else None
+        path = request.path
+        if len(path) > MAX_PATH:
+            path = path[:MAX_PATH] + "…"
+        access_log.info("%s %s %s", request.method, path, response.status_code, extra={
+            "event": "request",
+            "request_id": g.get("request_id"),
+            "method": request.method,
+            "path": path,
+            "status": response.status_code,
+            "latency_ms": latency_ms,
+            "model_version": g.get("model_version"),
+            "rides": g.get("rides"),
+            "remote_addr": request.remote_addr,
+        })
+    return response
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    """JSON logging at ``settings.log_level`` and the per-request access line."""
+    setup_logging(settings.log_level)
+    app.before_request(start_clock)
+    app.after_request(access_line)
