@@ -75,7 +75,18 @@ def handle_service_error(exc: ServiceError) -> Response:
 HTTP_CODES = {413: PayloadTooLarge.code}
 
 
+def render_http_errors_under(app: Flask, prefixes: t.Iterable[str],
+                            render: t.Callable[[HTTPException], Response]) -> None:
+    """Let a protocol (MLflow, V2) answer HTTP errors on its own paths, routing 404/405 included."""
+    app.extensions.setdefault("http_error_renderers", []).append((tuple(prefixes), render))
+
+
 def handle_http_exception(exc: HTTPException) -> Response:
+    from flask import current_app, request
+
+    for prefixes, render in current_app.extensions.get("http_error_renderers", ()):
+        if any(request.path == p or request.path.startswith(p + "/") for p in prefixes):
+            return render(exc)
     code = HTTP_CODES.get(exc.code or 0) or (exc.name or "error").lower().replace(" ", "_")
     response = _json({"error": {"code": code, "message": exc.description or exc.name}}, exc.code or 500)
     if exc.code == 405 and exc.valid_methods:

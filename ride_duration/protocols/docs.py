@@ -1,0 +1,84 @@
+"""``GET /openapi.json`` and ``GET /docs``: Swagger UI from the ``swagger_ui_bundle`` package, no CDN.
+
+The page and its assets come from the installed package, so the docs work offline. Swagger UI
+renders OpenAPI 3.1 from its 5.x series; with a 4.x bundle (``swagger-ui-bundle`` 1.1 ships
+4.15.5) the page relabels its copy of the document ``3.0.3`` for the renderer only, and
+``/openapi.json`` itself stays 3.1.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+from flask import Blueprint, Response, current_app, send_from_directory
+from swagger_ui_bundle import swagger_ui_path
+from werkzeug.exceptions import NotFound
+
+from .openapi import DOCS_ASSETS, build_spec
+
+bp = Blueprint("docs", __name__)
+ASSETS = Path(str(swagger_ui_path))
+UI_VERSION = ASSETS.name.removeprefix("swagger-ui-")
+LEGACY_UI = not UI_VERSION.split(".")[0].isdigit() or int(UI_VERSION.split(".")[0]) < 5
+
+PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>Ride duration API</title>
+  <link rel="stylesheet" href="docs/swagger-ui.css">
+  <link rel="icon" type="image/png" href="docs/favicon-32x32.png" sizes="32x32">
+  <link rel="icon" type="image/png" href="docs/favicon-16x16.png" sizes="16x16">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="docs/swagger-ui-bundle.js" charset="utf-8"></script>
+  <script src="docs/swagger-initializer.js" charset="utf-8"></script>
+</body>
+</html>
+"""
+
+# Relative URLs: the page works behind a path prefix too. A file, not inline, so a strict CSP fits.
+INITIALIZER = """window.onload = function () {
+  var options = {dom_id: "#swagger-ui", deepLinking: true, layout: "BaseLayout",
+                 presets: [SwaggerUIBundle.presets.apis], displayRequestDuration: true};
+  if (LEGACY_UI) {
+    fetch("openapi.json").then(function (r) { return r.json(); }).then(function (spec) {
+      spec.openapi = "3.0.3";  // Swagger UI 4.x renders only 3.0.x; the served document is 3.1
+      options.spec = spec;
+      window.ui = SwaggerUIBundle(options);
+    });
+  } else {
+    options.url = "openapi.json";
+    window.ui = SwaggerUIBundle(options);
+  }
+};
+""".replace("LEGACY_UI", "true" if LEGACY_UI else "false")
+
+
+@bp.get("/openapi.json")
+def openapi_json() -> Response:
+    """The OpenAPI 3.1 document (built once per process, from the routes the app has)."""
+    spec = current_app.extensions.get("openapi_json")
+    if spec is None:
+        spec = current_app.extensions["openapi_json"] = orjson.dumps(build_spec(current_app))
+    return Response(spec, mimetype="application/json")
+
+
+@bp.get("/docs")
+def docs_page() -> Response:
+    return Response(PAGE, mimetype="text/html")
+
+
+@bp.get("/docs/<filename>")
+def docs_asset(filename: str) -> Response:
+    """Only the page's own assets (the package's demo page would load a remote spec)."""
+    if filename not in DOCS_ASSETS:
+        raise NotFound("not an asset of the API page")
+    if filename == "swagger-initializer.js":
+        return Response(INITIALIZER, mimetype="text/javascript")
+    response = send_from_directory(ASSETS, filename, max_age=86400)
+    if filename.endswith(".js"):
+        response.mimetype = "text/javascript"
+    return response

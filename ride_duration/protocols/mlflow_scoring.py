@@ -1,0 +1,255 @@
+"""MLflow's scoring protocol: what ``mlflow models serve`` answers, for clients that speak it.
+
+* ``POST /invocations``: JSON with exactly one of ``dataframe_split``, ``dataframe_records``,
+  ``instances`` or ``inputs`` (a list of records or a dict of columns), or ``text/csv`` with a
+  header row; columns are the raw ride fields. Answers ``{"predictions": [minutes, ...]}``.
+* ``GET /ping``: 200 once a model is loaded (503 before); ``GET /version``: the MLflow version
+  whose protocol this is, as plain text.
+
+Errors use MLflow's shape, ``{"error_code", "message"}`` (plus ``details`` for bad fields), with
+MLflow's codes: ``BAD_REQUEST`` (400: not JSON/CSV, wrong envelope), ``INVALID_PARAMETER_VALUE``
+(400: a ride fails validation; ``/predict`` answers 422 there), ``REQUEST_LIMIT_EXCEEDED`` (413),
+``TEMPORARILY_UNAVAILABLE`` (503). Unlike MLflow's server, never a stack trace or the payload.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.metadata
+import io
+import logging
+import typing as t
+from typing import NotRequired
+
+import orjson
+from flask import Blueprint, Response, current_app, g, request
+from pydantic import BaseModel, ConfigDict, Field, Strict, TypeAdapter, ValidationError
+from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
+from werkzeug.exceptions import HTTPException
+
+from .. import errors, service
+from ..errors import ServiceError, UnsupportedMediaType
+from ..holder import get_holder
+from ..schemas import describe
+
+log = logging.getLogger(__name__)
+bp = Blueprint("mlflow", __name__)
+PATHS = ("/invocations", "/ping", "/version")
+JSON, CSV = "application/json", "text/csv"
+FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+
+
+def _installed(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+MLFLOW_VERSION = _installed("mlflow-skinny") or _installed("mlflow") or "3.17.2"
+"""What ``GET /version`` answers: the MLflow release whose scoring protocol this is."""
+
+
+class BadScoringRequest(ServiceError):
+    """The request is not a scoring request MLflow would accept (envelope, CSV, encoding)."""
+
+    status_code = 400
+    code = "bad_request"
+
+
+class DataframeSplit(TypedDict):
+    """``pandas.DataFrame.to_dict(orient="split")``: what ``ScoringServerClient`` sends."""
+
+    columns: t.Annotated[list[t.Annotated[str, Strict()]], Field(min_length=1)]
+    data: list[list[t.Any]]
+    index: NotRequired[list[t.Any]]
+
+
+SPLIT = TypeAdapter(DataframeSplit)
+RECORDS = TypeAdapter(list[t.Any])
+COLUMNS = TypeAdapter(dict[str, list[t.Any]])
+PARAMS = TypeAdapter(dict[str, t.Any] | None)
+
+
+class MlflowPredictions(BaseModel):
+    """A successful ``/invocations`` answer: one duration in minutes per row, in row order."""
+
+    predictions: list[float]
+
+
+class MlflowError(BaseModel):
+    """MLflow's error body (``MlflowException.serialize_as_json``), plus the bad fields."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"error_code": "INVALID_PARAMETER_VALUE", "message": "1 invalid field(s)",
+         "details": [{"field": "[0].trip_distance", "problem": "field required"}]}]})
+
+    error_code: str = Field(description="BAD_REQUEST, INVALID_PARAMETER_VALUE, REQUEST_LIMIT_EXCEEDED, "
+                                        "ENDPOINT_NOT_FOUND, TEMPORARILY_UNAVAILABLE or INTERNAL_ERROR")
+    message: str
+    details: list[dict[str, str]] | None = None
+
+
+# HTTP status of our errors → (MLflow error_code, status MLflow answers with it).
+MLFLOW_CODES: dict[int, tuple[str, int]] = {
+    400: ("BAD_REQUEST", 400),
+    404: ("ENDPOINT_NOT_FOUND", 404),
+    405: ("BAD_REQUEST", 405),
+    413: ("REQUEST_LIMIT_EXCEEDED", 413),
+    415: ("BAD_REQUEST", 415),
+    422: ("INVALID_PARAMETER_VALUE", 400),
+    503: ("TEMPORARILY_UNAVAILABLE", 503),
+}
+
+
+def error_response(status: int, message: str, details: list[dict[str, t.Any]] | None = None) -> Response:
+    code, http_status = MLFLOW_CODES.get(status, ("INTERNAL_ERROR", 500))
+    body: dict[str, t.Any] = {"error_code": code, "message": message}
+    if details is not None:
+        body["details"] = details
+    return Response(orjson.dumps(body), status=http_status, mimetype=JSON)
+
+
+# ---- parsing: bytes + content type → list of raw rows (no Flask) -------------------------------
+
+def _cell(text: str) -> t.Any:
+    """A CSV cell: a JSON number becomes a number; anything else stays text (and fails validation)."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else text
+
+
+def rows_from_csv(body: bytes) -> list[dict[str, t.Any]]:
+    """CSV with a header row → one dict per line; an empty cell counts as a missing field."""
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise BadScoringRequest("CSV body is not valid UTF-8") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+        if not header or not any(name.strip() for name in header):
+            raise BadScoringRequest("CSV body needs a header row naming the columns")
+        names = [name.strip() for name in header]
+        rows = []
+        for line in reader:
+            if not line:
+                continue
+            if len(line) > len(names):
+                raise BadScoringRequest(f"CSV line {reader.line_num} has {len(line)} values for {len(names)} columns")
+            cells = zip(names, line, strict=False)  # a short line leaves fields missing
+            rows.append({name: _cell(value) for name, value in cells if value.strip()})
+    except csv.Error as exc:
+        raise BadScoringRequest(f"malformed CSV at line {reader.line_num}: {exc}") from None
+    return rows
+
+
+def _structure(adapter: TypeAdapter[t.Any], value: t.Any, key: str) -> t.Any:
+    try:
+        return adapter.validate_python(value, strict=True)
+    except ValidationError as exc:
+        details = describe(exc, key)
+        raise BadScoringRequest(f"'{key}' is not in the expected shape", details) from None
+
+
+def rows_from_columns(columns: dict[str, list[t.Any]], key: str) -> list[dict[str, t.Any]]:
+    lengths = {len(values) for values in columns.values()}
+    if len(lengths) > 1:
+        raise BadScoringRequest(f"the columns in '{key}' have different lengths")
+    n = lengths.pop() if lengths else 0
+    return [{name: values[i] for name, values in columns.items()} for i in range(n)]
+
+
+def rows_from_json(payload: t.Any) -> list[t.Any]:
+    """MLflow's JSON envelopes → raw rows (validated later, as ``/predict`` validates)."""
+    if not isinstance(payload, dict):
+        raise BadScoringRequest(f"the input must be a JSON object with exactly one of the fields {', '.join(FORMATS)}")
+    present = [key for key in FORMATS if key in payload]
+    if len(present) != 1:
+        found = ", ".join(present) if present else "none"
+        raise BadScoringRequest(f"the input must have exactly one of the fields {', '.join(FORMATS)}; found {found}")
+    _structure(PARAMS, payload.get("params"), "params")  # accepted and ignored: this model takes no params
+    key = present[0]
+    value = payload[key]
+    if key == "dataframe_split":
+        split = _structure(SPLIT, value, key)
+        names = split["columns"]
+        for i, row in enumerate(split["data"]):
+            if len(row) != len(names):
+                raise BadScoringRequest(f"'dataframe_split' row {i} has {len(row)} values for {len(names)} columns")
+        return [dict(zip(names, row, strict=True)) for row in split["data"]]
+    if key in ("instances", "inputs") and isinstance(value, dict):
+        return rows_from_columns(_structure(COLUMNS, value, key), key)
+    return _structure(RECORDS, value, key)
+
+
+def parse_invocation(body: bytes, mimetype: str, params: t.Mapping[str, str]) -> list[t.Any]:
+    """The rows of one ``/invocations`` request.
+
+    :raises UnsupportedMediaType: not JSON or CSV, or a charset other than UTF-8 (415).
+    :raises BadScoringRequest, MalformedJSON: the body is not a scoring request (400).
+    """
+    if params.get("charset", "utf-8").lower().replace("_", "-") not in ("utf-8", "utf8"):
+        raise UnsupportedMediaType("the scoring server only supports UTF-8")
+    if mimetype == CSV:
+        return rows_from_csv(body)
+    if mimetype == JSON:
+        return rows_from_json(service.parse_json(body))
+    raise UnsupportedMediaType(f"Content-Type must be {JSON} or {CSV}")
+
+
+# ---- routes ---------------------------------------------------------------------------------
+
+@bp.post("/invocations")
+def invocations() -> Response:
+    """Score a batch: MLflow envelope in, ``{"predictions": [...]}`` out (one model call)."""
+    model = get_holder(current_app).require()
+    rows = parse_invocation(request.get_data(cache=False), request.mimetype, request.mimetype_params)
+    body, n = service.predict_payload(rows, model, current_app.config["MAX_BATCH_SIZE"])
+    g.rides = n
+    g.model_version = model.version
+    response = Response(orjson.dumps({"predictions": body["durations"]}), mimetype=JSON)
+    response.headers["X-Model-Version"] = model.version
+    return response
+
+
+@bp.get("/ping")
+def ping() -> Response:
+    """MLflow's health check: 200 once a model is loaded."""
+    get_holder(current_app).require()
+    return Response("\n", mimetype="text/plain")
+
+
+@bp.get("/version")
+def version() -> Response:
+    """The MLflow version whose scoring protocol this server speaks."""
+    return Response(MLFLOW_VERSION, mimetype="text/plain")
+
+
+@bp.errorhandler(ServiceError)
+def on_service_error(exc: ServiceError) -> Response:
+    return error_response(exc.status_code, exc.message, exc.details)
+
+
+@bp.errorhandler(HTTPException)
+def on_http_error(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    response = error_response(status, exc.description or exc.name)
+    if status == 405 and getattr(exc, "valid_methods", None):
+        response.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
+    return response
+
+
+@bp.errorhandler(Exception)
+def on_unexpected(exc: Exception) -> Response:
+    log.exception("unhandled error in /invocations")
+    return error_response(500, "internal server error")
+
+
+@bp.record_once
+def _errors_on_our_paths(state: t.Any) -> None:
+    errors.render_http_errors_under(state.app, PATHS, on_http_error)
+
+

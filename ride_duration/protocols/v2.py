@@ -1,0 +1,322 @@
+"""Open Inference Protocol V2 (KServe, Triton, MLServer clients), REST, under ``/v2``.
+
+The model is named by the ``MODEL_NAME`` setting and versioned by the serving model's version.
+``POST /v2/models/{name}/infer`` takes three tensors of shape ``[N]`` (or ``[N, 1]``):
+``PULocationID`` and ``DOLocationID`` (INT64; other integer types are accepted) and
+``trip_distance`` (FP64; FP32/FP16 accepted), and answers one FP64 tensor ``duration``.
+The N rides go through the same validation and single model call as ``/predict``.
+
+Errors are V2's ``{"error": "<message>"}`` with the status ``/predict`` would give (400 bad
+request, 404 unknown model or version, 413, 415, 422 bad values, 503 no model). Health and
+readiness answer 200 for true and 503 for false. JSON tensors only (no binary extension).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import typing as t
+
+import orjson
+from flask import Blueprint, Response, current_app, g, request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from werkzeug.exceptions import HTTPException
+
+from .. import errors, service
+from ..errors import InvalidInput, MalformedJSON, ServiceError, UnsupportedMediaType
+from ..holder import get_holder
+from ..schemas import MAX_REPORTED_ERRORS, describe
+
+if t.TYPE_CHECKING:
+    from ..predictor import LoadedModel
+
+log = logging.getLogger(__name__)
+bp = Blueprint("v2", __name__, url_prefix="/v2")
+JSON = "application/json"
+SERVER = {"name": "ride-duration", "version": "1", "extensions": []}
+
+INT_TYPES = ("INT64", "INT32", "INT16", "INT8", "UINT64", "UINT32", "UINT16", "UINT8")
+FLOAT_TYPES = ("FP64", "FP32", "FP16")
+INPUTS = {"PULocationID": INT_TYPES, "DOLocationID": INT_TYPES, "trip_distance": FLOAT_TYPES}
+OUTPUT = "duration"
+
+
+class UnknownModel(ServiceError):
+    status_code = 404
+    code = "model_not_found"
+
+
+# ---- the protocol's messages (pydantic: they validate requests and generate the OpenAPI) -----
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class ServerLive(BaseModel):
+    live: bool
+
+
+class ServerReady(BaseModel):
+    ready: bool
+
+
+class ModelReady(BaseModel):
+    name: str
+    ready: bool
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+class RequestInput(BaseModel):
+    """One named input tensor; ``data`` is row-major, flat or nested."""
+
+    model_config = ConfigDict(strict=True)
+
+    name: str
+    shape: list[t.Annotated[int, Field(ge=0)]]
+    datatype: str
+    parameters: dict[str, t.Any] | None = None
+    data: list[t.Any]
+
+
+class RequestOutput(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+    name: str
+    parameters: dict[str, t.Any] | None = None
+
+
+class InferenceRequest(BaseModel):
+    model_config = ConfigDict(strict=True, json_schema_extra={"examples": [{
+        "id": "42",
+        "inputs": [
+            {"name": "PULocationID", "shape": [2], "datatype": "INT64", "data": [10, 43]},
+            {"name": "DOLocationID", "shape": [2], "datatype": "INT64", "data": [50, 151]},
+            {"name": "trip_distance", "shape": [2], "datatype": "FP64", "data": [40.0, 1.01]},
+        ]}]})
+
+    id: str | None = None
+    parameters: dict[str, t.Any] | None = None
+    inputs: list[RequestInput] = Field(min_length=1)
+    outputs: list[RequestOutput] | None = None
+
+
+class ResponseOutput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    data: list[float]
+
+
+class InferenceResponse(BaseModel):
+    model_name: str
+    model_version: str
+    id: str | None = None
+    outputs: list[ResponseOutput]
+
+
+class V2Error(BaseModel):
+    """The protocol's error body."""
+
+    error: str
+
+
+# ---- core: request → rides → response (no Flask) -------------------------------------------
+
+def _flatten(data: list[t.Any], depth: int) -> list[t.Any]:
+    flat: list[t.Any] = []
+    for item in data:
+        if isinstance(item, list) and depth > 1:
+            flat.extend(_flatten(item, depth - 1))
+        else:
+            flat.append(item)
+    return flat
+
+
+def parse_request(payload: t.Any) -> InferenceRequest:
+    """:raises MalformedJSON: the body is not an inference request (400)."""
+    try:
+        return InferenceRequest.model_validate(payload)
+    except ValidationError as exc:
+        problems = describe(exc)[:MAX_REPORTED_ERRORS]
+        raise MalformedJSON("invalid inference request: " + "; ".join(
+            f"{d['field']}: {d['problem']}" for d in problems)) from None
+
+
+def rides_from_tensors(req: InferenceRequest) -> list[dict[str, t.Any]]:
+    """The three named tensors → one ride per row. :raises MalformedJSON: (400)."""
+    tensors: dict[str, list[t.Any]] = {}
+    for tensor in req.inputs:
+        if tensor.name not in INPUTS:
+            raise MalformedJSON(f"unknown input tensor '{tensor.name}'; expected {', '.join(INPUTS)}")
+        if tensor.name in tensors:
+            raise MalformedJSON(f"input tensor '{tensor.name}' is given twice")
+        if tensor.datatype not in INPUTS[tensor.name]:
+            raise MalformedJSON(f"input tensor '{tensor.name}' has datatype '{tensor.datatype}'; "
+                                f"expected {INPUTS[tensor.name][0]}")
+        if len(tensor.shape) not in (1, 2) or (len(tensor.shape) == 2 and tensor.shape[1] != 1):
+            raise MalformedJSON(f"input tensor '{tensor.name}' must have shape [N] or [N, 1]")
+        data = _flatten(tensor.data, len(tensor.shape))
+        if len(data) != tensor.shape[0]:
+            raise MalformedJSON(f"input tensor '{tensor.name}' has {len(data)} values for shape {tensor.shape}")
+        tensors[tensor.name] = data
+    missing = [name for name in INPUTS if name not in tensors]
+    if missing:
+        raise MalformedJSON(f"missing input tensor(s): {', '.join(missing)}")
+    if len({len(data) for data in tensors.values()}) != 1:
+        raise MalformedJSON("input tensors must all have the same length N")
+    for out in req.outputs or ():
+        if out.name != OUTPUT:
+            raise MalformedJSON(f"unknown output '{out.name}'; this model has one output, '{OUTPUT}'")
+    names = list(tensors)
+    return [dict(zip(names, row, strict=True)) for row in zip(*tensors.values(), strict=True)]
+
+
+def tensor_paths(exc: InvalidInput) -> InvalidInput:
+    """``[3].trip_distance`` → ``trip_distance[3]``: value problems named by tensor and row."""
+    for detail in exc.details or ():
+        detail["field"] = re.sub(r"^\[(\d+)\]\.(\w+)$", r"\2[\1]", detail["field"])
+    return exc
+
+
+def infer(payload: t.Any, model: LoadedModel, name: str, max_batch: int) -> tuple[dict[str, t.Any], int]:
+    """One inference request → the V2 response body and the number of rides."""
+    req = parse_request(payload)
+    rides = rides_from_tensors(req)
+    try:
+        body, n = service.predict_payload(rides, model, max_batch)
+    except InvalidInput as exc:
+        raise tensor_paths(exc) from None
+    durations = body["durations"]
+    response: dict[str, t.Any] = {"model_name": name, "model_version": model.version}
+    if req.id is not None:
+        response["id"] = req.id
+    response["outputs"] = [{"name": OUTPUT, "datatype": "FP64", "shape": [len(durations)], "data": durations}]
+    return response, n
+
+
+def model_metadata(name: str, model: LoadedModel) -> dict[str, t.Any]:
+    return {
+        "name": name,
+        "versions": [model.version],
+        "platform": "sklearn",
+        "inputs": [{"name": n, "datatype": types[0], "shape": [-1]} for n, types in INPUTS.items()],
+        "outputs": [{"name": OUTPUT, "datatype": "FP64", "shape": [-1]}],
+    }
+
+
+# ---- routes ---------------------------------------------------------------------------------
+
+def json_response(body: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status=status, mimetype=JSON)
+
+
+def served_model(name: str, version: str | None = None) -> tuple[str, LoadedModel]:
+    """The model at ``name`` (and ``version``). :raises UnknownModel: (404) :raises ModelNotReady: (503)."""
+    served = current_app.config["SETTINGS"].model_name
+    if name != served:
+        raise UnknownModel(f"unknown model '{name}'; this server serves '{served}'")
+    model = get_holder(current_app).require()
+    if version is not None and version != model.version:
+        raise UnknownModel(f"model '{name}' version '{version}' is not served; serving '{model.version}'")
+    return served, model
+
+
+@bp.get("")
+def server_metadata() -> Response:
+    return json_response(SERVER)
+
+
+@bp.get("/health/live")
+def live() -> Response:
+    return json_response({"live": True})
+
+
+@bp.get("/health/ready")
+def ready() -> Response:
+    is_ready = get_holder(current_app).current is not None
+    return json_response({"ready": is_ready}, 200 if is_ready else 503)
+
+
+@bp.get("/models/<name>")
+@bp.get("/models/<name>/versions/<version>")
+def metadata(name: str, version: str | None = None) -> Response:
+    served, model = served_model(name, version)
+    return json_response(model_metadata(served, model))
+
+
+@bp.get("/models/<name>/ready")
+@bp.get("/models/<name>/versions/<version>/ready")
+def model_ready(name: str, version: str | None = None) -> Response:
+    served = current_app.config["SETTINGS"].model_name
+    if name != served:
+        raise UnknownModel(f"unknown model '{name}'; this server serves '{served}'")
+    model = get_holder(current_app).current
+    is_ready = model is not None and (version is None or version == model.version)
+    if model is not None and not is_ready:
+        raise UnknownModel(f"model '{name}' version '{version}' is not served; serving '{model.version}'")
+    return json_response({"name": served, "ready": is_ready}, 200 if is_ready else 503)
+
+
+@bp.post("/models/<name>/infer")
+@bp.post("/models/<name>/versions/<version>/infer")
+def infer_route(name: str, version: str | None = None) -> Response:
+    """Tensors in, ``duration`` out; one model call for the N rides."""
+    mimetype = request.mimetype
+    if mimetype and mimetype != JSON and not (mimetype.startswith("application/") and mimetype.endswith("+json")):
+        raise UnsupportedMediaType("Content-Type must be application/json")
+    if "Inference-Header-Content-Length" in request.headers:
+        raise MalformedJSON("the binary tensor data extension is not supported; send JSON tensors")
+    served, model = served_model(name, version)
+    payload = service.parse_json(request.get_data(cache=False))
+    body, n = infer(payload, model, served, current_app.config["MAX_BATCH_SIZE"])
+    g.rides = n
+    g.model_version = model.version
+    response = json_response(body)
+    response.headers["X-Model-Version"] = model.version
+    return response
+
+
+def error_response(status: int, message: str) -> Response:
+    return json_response({"error": message}, status)
+
+
+@bp.errorhandler(ServiceError)
+def on_service_error(exc: ServiceError) -> Response:
+    message = exc.message
+    if exc.details:
+        message += ": " + "; ".join(f"{d['field']}: {d['problem']}" for d in exc.details)
+    return error_response(exc.status_code, message)
+
+
+@bp.errorhandler(HTTPException)
+def on_http_error(exc: HTTPException) -> Response:
+    response = error_response(exc.code or 500, exc.description or exc.name)
+    if exc.code == 405 and getattr(exc, "valid_methods", None):
+        response.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
+    return response
+
+
+@bp.errorhandler(Exception)
+def on_unexpected(exc: Exception) -> Response:
+    log.exception("unhandled error in /v2")
+    return error_response(500, "internal server error")
+
+
+@bp.record_once
+def _errors_on_our_paths(state: t.Any) -> None:
+    errors.render_http_errors_under(state.app, ("/v2",), on_http_error)
