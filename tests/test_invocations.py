@@ -1,0 +1,190 @@
+"""MLflow scoring protocol against the real service (gunicorn), spoken to by MLflow's own client code."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+
+import pandas as pd
+import pytest
+import requests
+from mlflow.pyfunc.scoring_server.client import ScoringServerClient
+from mlflow.utils.proto_json_utils import dump_input_data
+
+from tests.conftest import BUNDLED
+from tests.support import Server, post_json
+
+RIDES = [
+    {"PULocationID": 43, "DOLocationID": 151, "trip_distance": 1.01},
+    {"PULocationID": 10, "DOLocationID": 50, "trip_distance": 40.0},
+    {"PULocationID": 74, "DOLocationID": 75, "trip_distance": 0},
+]
+COLUMNS = list(RIDES[0])
+MAX_BATCH = 50
+MAX_BYTES = 8192
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    log = tmp_path_factory.mktemp("gunicorn") / "server.log"
+    env = {"MODEL_PATH": str(BUNDLED / "lin_reg.bin"), "MAX_BATCH_SIZE": str(MAX_BATCH),
+           "MAX_CONTENT_LENGTH": str(MAX_BYTES)}
+    srv = Server(env=env, workers=2, log_path=log).start("/ready")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    host, port = server.url.removeprefix("http://").split(":")
+    scoring = ScoringServerClient(host, int(port))
+    scoring.wait_server_ready(timeout=30)
+    return scoring
+
+
+@pytest.fixture(scope="module")
+def expected(server):
+    """What /predict answers for RIDES: every protocol must give exactly these numbers."""
+    status, _, body = post_json(server.url + "/predict", RIDES)
+    assert status == 200
+    return body["durations"]
+
+
+def invoke(server, body, content_type="application/json"):
+    data = body if isinstance(body, (str, bytes)) else json.dumps(body)
+    return requests.post(server.url + "/invocations", data=data, headers={"Content-Type": content_type}, timeout=10)
+
+
+def mlflow_error(response, status, code):
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"] == "application/json"
+    body = response.json()
+    assert body["error_code"] == code
+    assert isinstance(body["message"], str) and body["message"]
+    assert "Traceback" not in response.text and "stack_trace" not in body
+    return body
+
+
+def test_ping_and_version_with_mlflow_client(client):
+    client.ping()  # raises unless 200
+    actual = client.get_version()
+    expected = importlib.metadata.version("mlflow-skinny")
+    assert actual == expected
+
+
+def test_invoke_dataframe_with_mlflow_client(client, expected):
+    frame = pd.DataFrame(RIDES)  # ScoringServerClient sends it as dataframe_split
+    response = client.invoke(frame)
+    actual = response.get_predictions(predictions_format="ndarray").tolist()
+    assert actual == expected
+
+
+def test_invoke_records_and_params_with_mlflow_client(client, expected):
+    response = client.invoke(RIDES, params={"ignored": 1})  # {"inputs": [...], "params": {...}}
+    assert response["predictions"] == expected
+    frame = response.get_predictions()
+    assert list(frame.iloc[:, 0]) == expected
+
+
+@pytest.mark.parametrize("body", [
+    {"dataframe_split": pd.DataFrame(RIDES).to_dict(orient="split")},
+    {"dataframe_split": {"columns": COLUMNS, "data": [list(r.values()) for r in RIDES]}},
+    {"dataframe_records": RIDES},
+    {"instances": RIDES},
+    {"inputs": RIDES},
+    {"inputs": {c: [r[c] for r in RIDES] for c in COLUMNS}},
+    {"instances": {c: [r[c] for r in RIDES] for c in COLUMNS}},
+], ids=["split-pandas", "split", "records", "instances", "inputs", "inputs-columns", "instances-columns"])
+def test_every_json_format(server, expected, body):
+    response = invoke(server, body)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"predictions": expected}
+    assert response.headers["X-Model-Version"]
+
+
+@pytest.mark.parametrize("index", [True, False])
+def test_csv_as_pandas_writes_it(server, expected, index):
+    csv = pd.DataFrame(RIDES).to_csv(index=index)  # with index: an unnamed extra column, ignored
+    response = invoke(server, csv, "text/csv; charset=utf-8")
+    assert response.status_code == 200, response.text
+    assert response.json() == {"predictions": expected}
+
+
+def test_mlflow_payload_helper_round_trip(server, expected):
+    """MLflow's own serializer (what every MLflow client uses) for a frame with extra columns."""
+    frame = pd.DataFrame([{**r, "VendorID": 2, "store_and_fwd_flag": "N"} for r in RIDES])
+    response = invoke(server, dump_input_data(frame))
+    assert response.json() == {"predictions": expected}
+
+
+def test_bad_ride_is_listed_like_predict(server):
+    bad = [RIDES[0], {"PULocationID": 0, "DOLocationID": 151, "trip_distance": "SECRET-42"}]
+    predict_status, _, predict_body = post_json(server.url + "/predict", bad)
+    response = invoke(server, {"dataframe_records": bad})
+    body = mlflow_error(response, 400, "INVALID_PARAMETER_VALUE")
+    assert predict_status == 422
+    assert body["details"] == predict_body["error"]["details"]
+    assert {d["field"] for d in body["details"]} == {"[1].PULocationID", "[1].trip_distance"}
+    assert "SECRET-42" not in response.text
+
+
+def test_missing_column_in_csv(server):
+    response = invoke(server, "PULocationID,DOLocationID\n43,151\n", "text/csv")
+    body = mlflow_error(response, 400, "INVALID_PARAMETER_VALUE")
+    assert body["details"] == [{"field": "[0].trip_distance", "problem": "field required"}]
+
+
+@pytest.mark.parametrize("body", [
+    {"rides": RIDES},
+    {"dataframe_records": RIDES, "inputs": RIDES},
+    RIDES,
+    {"dataframe_split": {"columns": COLUMNS, "data": [[43, 151]]}},
+    {"dataframe_split": {"data": [[43, 151, 1.0]]}},
+    {"inputs": {"PULocationID": [43], "DOLocationID": [151, 1], "trip_distance": [1.0]}},
+    {"inputs": RIDES, "params": [1]},
+], ids=["no-format", "two-formats", "bare-list", "short-row", "no-columns", "ragged-columns", "bad-params"])
+def test_not_a_scoring_request(server, body):
+    mlflow_error(invoke(server, body), 400, "BAD_REQUEST")
+
+
+def test_malformed_json_and_csv(server):
+    assert "SECRET" not in mlflow_error(invoke(server, '{"inputs": SECRET'), 400, "BAD_REQUEST")["message"]
+    mlflow_error(invoke(server, b"\xff\xfe", "text/csv"), 400, "BAD_REQUEST")
+    mlflow_error(invoke(server, "", "text/csv"), 400, "BAD_REQUEST")
+    mlflow_error(invoke(server, "a,b\n1,2,3\n", "text/csv"), 400, "BAD_REQUEST")
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/vnd.apache.parquet",
+                                          "application/json; charset=latin-1"])
+def test_unsupported_content_type(server, content_type):
+    mlflow_error(invoke(server, json.dumps({"inputs": RIDES}), content_type), 415, "BAD_REQUEST")
+
+
+def test_batch_limit(server):
+    response = invoke(server, {"inputs": RIDES[:1] * (MAX_BATCH + 1)})
+    mlflow_error(response, 413, "REQUEST_LIMIT_EXCEEDED")
+    assert invoke(server, {"inputs": RIDES[:1] * MAX_BATCH}).status_code == 200
+
+
+def test_body_size_limit(server):
+    body = json.dumps({"inputs": RIDES}) + " " * MAX_BYTES
+    mlflow_error(invoke(server, body), 413, "REQUEST_LIMIT_EXCEEDED")
+
+
+def test_wrong_method_answers_in_mlflow_shape(server):
+    response = requests.get(server.url + "/invocations", timeout=10)
+    mlflow_error(response, 405, "BAD_REQUEST")
+    assert "POST" in response.headers["Allow"]
+
+
+def test_mlflow_client_reports_errors(client):
+    with pytest.raises(Exception, match="error code 400"):
+        client.invoke([{"PULocationID": 43}])
+
+
+def test_no_model_means_503(tmp_path):
+    env = {"MODEL_PATH": str(tmp_path / "missing.bin")}
+    with Server(env=env, workers=1, log_path=tmp_path / "log") as srv:
+        assert requests.get(srv.url + "/ready", timeout=10).status_code == 503
+        mlflow_error(requests.get(srv.url + "/ping", timeout=10), 503, "TEMPORARILY_UNAVAILABLE")
+        mlflow_error(invoke(srv, {"inputs": RIDES}), 503, "TEMPORARILY_UNAVAILABLE")
