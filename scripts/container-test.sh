@@ -24,9 +24,10 @@
 #   SIZE_BUDGET_MB=360         budget for the layers the Dockerfile adds on top of the base image
 #   TLC_DATA_DIR=../shared/data  local parquet folder for training (else the TLC files download)
 #   WORK=/tmp/ride-duration-container-test   REBUILD_BASE=0 (1: rebuild the stand-in base)
+#   PROJECT_DIR=<repo root>   (default: this script's parent directory)
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ROOT=${PROJECT_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 cd "$ROOT"
 IMAGE=${IMAGE:-ride-duration:test}
 BUILD_IMAGE=${BUILD_IMAGE:-1}
