@@ -14,6 +14,7 @@ import dataclasses
 import math
 import random
 import typing as t
+from operator import itemgetter
 
 import numpy as np
 
@@ -34,25 +35,78 @@ class ModelCheckError(Exception):
     """A model failed its load-time checks (shape, finiteness, fast-path agreement)."""
 
 
+ZONE_KEY_BASE = 1 << 20
+"""Integer key of a zone pair in the batch path: ``PU * ZONE_KEY_BASE + DO``."""
+
+
 @dataclasses.dataclass(frozen=True)
 class CompiledLinear:
-    """``duration = w[PU_DO] + w_distance * trip_distance + intercept``."""
+    """``duration = w[PU_DO] + w_distance * trip_distance + intercept``.
+
+    ``weights`` serves one ride (one string lookup). A batch looks its zone pairs up all at
+    once: ``pair_keys`` (sorted ``PU * ZONE_KEY_BASE + DO`` of every canonical ``"<PU>_<DO>"``
+    weight) and ``pair_weights`` in the same order, searched with ``np.searchsorted``.
+    """
 
     weights: dict[str, float]
     distance_weight: float
     intercept: float
+    pair_keys: np.ndarray = dataclasses.field(default=None, repr=False)  # type: ignore[assignment]
+    pair_weights: np.ndarray = dataclasses.field(default=None, repr=False)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.pair_keys is None:
+            keys, values = pair_index(self.weights)
+            object.__setattr__(self, "pair_keys", keys)
+            object.__setattr__(self, "pair_weights", values)
 
     def predict_one(self, ride: t.Mapping[str, t.Any]) -> float:
         key = f"{int(ride['PULocationID'])}_{int(ride['DOLocationID'])}"
         return (self.weights.get(key, 0.0) + self.distance_weight * ride["trip_distance"]) + self.intercept
 
     def predict(self, rides: t.Sequence[t.Mapping[str, t.Any]]) -> np.ndarray:
-        get = self.weights.get
         n = len(rides)
-        w = np.fromiter(
-            (get(f"{int(r['PULocationID'])}_{int(r['DOLocationID'])}", 0.0) for r in rides), float, n)
-        dist = np.fromiter((r["trip_distance"] for r in rides), float, n)
+        dist = np.fromiter(map(itemgetter("trip_distance"), rides), float, n)
+        try:
+            w = self.pair_weight(np.fromiter(map(itemgetter("PULocationID"), rides), float, n),
+                                 np.fromiter(map(itemgetter("DOLocationID"), rides), float, n))
+        except (OverflowError, TypeError, ValueError):
+            w = None
+        if w is None:  # a zone the integer keys cannot express exactly: one string lookup per ride
+            get = self.weights.get
+            w = np.fromiter(
+                (get(f"{int(r['PULocationID'])}_{int(r['DOLocationID'])}", 0.0) for r in rides), float, n)
         return (w + self.distance_weight * dist) + self.intercept
+
+    def pair_weight(self, pu: np.ndarray, do: np.ndarray) -> np.ndarray | None:
+        """``w[PU_DO]`` for whole columns of integral zone IDs in ``[0, ZONE_KEY_BASE)``, else None."""
+        if not len(self.pair_keys) or not len(pu):
+            return None
+        pu_int, do_int = pu.astype(np.int64), do.astype(np.int64)
+        if not ((pu_int == pu).all() and (do_int == do).all()
+                and pu_int.min() >= 0 and do_int.min() >= 0
+                and pu_int.max() < ZONE_KEY_BASE and do_int.max() < ZONE_KEY_BASE):
+            return None
+        key = pu_int * ZONE_KEY_BASE + do_int
+        at = np.searchsorted(self.pair_keys, key)
+        np.minimum(at, len(self.pair_keys) - 1, out=at)
+        return np.where(self.pair_keys[at] == key, self.pair_weights[at], 0.0)
+
+
+def pair_index(weights: t.Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted integer keys and weights of every ``"<PU>_<DO>"`` spelled as ``f"{int}_{int}"`` would.
+
+    Other spellings (``"01_5"``) can never equal a ride's key, so leaving them out is exact.
+    """
+    keys, values = [], []
+    for name, w in weights.items():
+        pu, sep, do = name.partition("_")
+        if sep and pu.isdigit() and do.isdigit() and str(int(pu)) == pu and str(int(do)) == do \
+                and int(pu) < ZONE_KEY_BASE and int(do) < ZONE_KEY_BASE:
+            keys.append(int(pu) * ZONE_KEY_BASE + int(do))
+            values.append(w)
+    order = np.argsort(np.asarray(keys, dtype=np.int64), kind="stable")
+    return np.asarray(keys, dtype=np.int64)[order], np.asarray(values, dtype=float)[order]
 
 
 def compile_linear(dv: t.Any, regressor: t.Any) -> CompiledLinear | None:
