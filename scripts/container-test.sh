@@ -349,25 +349,36 @@ if [ "$RUN_COMPOSE" = 1 ]; then
   [ "$TRAIN_RC" = 0 ] || fail "train exited $TRAIN_RC"
   lap "compose up: mlflow + train"
   ALIAS=$(http GET "http://127.0.0.1:$MLFLOW_PORT/api/2.0/mlflow/registered-models/alias?name=$MODEL_NAME&alias=production")
-  echo "registry: $ALIAS"
-  REG_VERSION=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1].split(" ",1)[1])["model_version"]["version"])' "$ALIAS") \
-    || fail "no production alias in the registry"
+  read -r REG_VERSION REG_RUN <<<"$(python3 -c '
+import json, sys
+mv = json.loads(sys.argv[1].split(" ", 1)[1])["model_version"]
+print(mv["version"], mv["run_id"])' "$ALIAS")" || fail "no production alias in the registry: $ALIAS"
+  echo "registry: $MODEL_NAME@production -> version $REG_VERSION (run $REG_RUN)"
   wait_http "$BASE_URL/ready" 120
   read -r code body <<<"$(http GET "$BASE_URL/ready")"
   echo "predict GET /ready -> $code $body"
-  python3 - "$body" "$REG_VERSION" <<'PY' || fail "predict does not serve the registry's production version"
+  python3 - "$body" "$REG_VERSION" "$REG_RUN" <<'PY' || fail "predict does not serve the registry's production version"
 import json, sys
-body, version = json.loads(sys.argv[1]), sys.argv[2]
+body, version, run_id = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
 assert body["source"] == "registry", f"source is {body['source']!r} (fallback: {body.get('fallback_reason')})"
 served = str(body["model_version"])
-assert served == version or served.endswith(("/" + version, ":" + version, "@" + version, "-v" + version)) \
-    or served == "v" + version, f"serving {served!r}, registry production is version {version}"
-print(f"predict serves registry version {version} ({served})")
+assert served == version or served.endswith(("-v" + version, "/" + version)), \
+    f"serving {served!r}, registry production is version {version}"
+assert body.get("run_id") == run_id, f"serving run {body.get('run_id')}, registry production is run {run_id}"
+print(f"predict serves registry version {version} ({served}, run {run_id})")
 PY
   read -r code body <<<"$(http POST "$BASE_URL/predict" "$REF_RIDE")"
   echo "compose: POST /predict -> $code $body"
   [ "$code" = 200 ] || fail "compose predict answered $code"
   lap "compose: predict on the registry"
+  # A second training run on the same data is not better: the gate keeps the champion (train.py
+  # exit 3), which the compose command treats as success so a re-run `up` still starts predict.
+  "${COMPOSE[@]}" "${COMPOSE_FILES[@]}" -p "$PROJECT" run --rm train >"$WORK/train2.log" 2>&1 \
+    || { tail -20 "$WORK/train2.log"; fail "re-running train (champion kept) did not exit 0"; }
+  grep -E '^gate:|kept the current' "$WORK/train2.log" || true
+  read -r code body <<<"$(http GET "$BASE_URL/ready")"
+  [ "$(json_get "$body" run_id)" = "$REG_RUN" ] || fail "predict moved off the champion: $body"
+  lap "compose: re-run train (kept)"
   t=$(date +%s)
   "${COMPOSE[@]}" "${COMPOSE_FILES[@]}" -p "$PROJECT" down -v --remove-orphans >/dev/null 2>&1
   echo "compose down took $(( $(date +%s) - t ))s"
