@@ -61,7 +61,7 @@ class DataframeSplit(TypedDict):
     """``pandas.DataFrame.to_dict(orient="split")``: what ``ScoringServerClient`` sends."""
 
     columns: t.Annotated[list[t.Annotated[str, Strict()]], Field(min_length=1)]
-    data: list[list[t.Any]]
+    data: t.Annotated[list[list[t.Any]], Field(min_length=1)]
     index: NotRequired[list[t.Any]]
 
 

@@ -122,15 +122,16 @@ def component_schemas() -> dict[str, t.Any]:
     schemas["RideColumns"] = {
         "type": "object", "required": list(ride_fields),
         "description": "Columns of equal length: one ride per index.",
-        "properties": {name: {"type": "array", "items": field} for name, field in ride_fields.items()},
+        "properties": {name: {"type": "array", "items": field, "minItems": 1} for name, field in ride_fields.items()},
     }
+    records = {"type": "array", "items": ref("Ride"), "minItems": 1}
     schemas["InvocationsRequest"] = {
         "description": "Exactly one of the four MLflow input fields; ``params`` is accepted and ignored.",
         "oneOf": [
             _envelope("dataframe_split", ref("DataframeSplit")),
-            _envelope("dataframe_records", {"type": "array", "items": ref("Ride")}),
-            _envelope("instances", {"oneOf": [{"type": "array", "items": ref("Ride")}, ref("RideColumns")]}),
-            _envelope("inputs", {"oneOf": [{"type": "array", "items": ref("Ride")}, ref("RideColumns")]}),
+            _envelope("dataframe_records", records),
+            _envelope("instances", {"oneOf": [records, ref("RideColumns")]}),
+            _envelope("inputs", {"oneOf": [records, ref("RideColumns")]}),
         ],
     }
     return dict(sorted(schemas.items()))
@@ -139,7 +140,7 @@ def component_schemas() -> dict[str, t.Any]:
 def _envelope(key: str, schema: dict[str, t.Any]) -> dict[str, t.Any]:
     others = {"not": {"anyOf": [{"required": [k]} for k in mlf.FORMATS if k != key]}}
     return {"type": "object", "title": key, "required": [key],
-            "properties": {key: schema, "params": {"type": "object"}}, **others}
+            "properties": {key: schema, "params": mlf.PARAMS.json_schema()}, **others}
 
 
 def ref(name: str) -> dict[str, str]:

@@ -35,8 +35,10 @@ bp = Blueprint("v2", __name__, url_prefix="/v2")
 JSON = "application/json"
 SERVER = {"name": "ride-duration", "version": "1", "extensions": []}
 
-INT_TYPES = ("INT64", "INT32", "INT16", "INT8", "UINT64", "UINT32", "UINT16", "UINT8")
-FLOAT_TYPES = ("FP64", "FP32", "FP16")
+IntType = t.Literal["INT64", "INT32", "INT16", "INT8", "UINT64", "UINT32", "UINT16", "UINT8"]
+FloatType = t.Literal["FP64", "FP32", "FP16"]
+InputName = t.Literal["PULocationID", "DOLocationID", "trip_distance"]
+INT_TYPES, FLOAT_TYPES = t.get_args(IntType), t.get_args(FloatType)
 INPUTS = {"PULocationID": INT_TYPES, "DOLocationID": INT_TYPES, "trip_distance": FLOAT_TYPES}
 OUTPUT = "duration"
 
@@ -82,13 +84,16 @@ class ModelMetadata(BaseModel):
 
 
 class RequestInput(BaseModel):
-    """One named input tensor; ``data`` is row-major, flat or nested."""
+    """One of the three input tensors; ``data`` is row-major, flat or nested.
+
+    Zones take an integer datatype (INT64 preferred), ``trip_distance`` a float one (FP64).
+    """
 
     model_config = ConfigDict(strict=True)
 
-    name: str
-    shape: list[t.Annotated[int, Field(ge=0)]]
-    datatype: str
+    name: InputName
+    shape: t.Annotated[list[t.Annotated[int, Field(ge=0)]], Field(min_length=1, max_length=2)]
+    datatype: IntType | FloatType
     parameters: dict[str, t.Any] | None = None
     data: list[t.Any]
 
@@ -96,7 +101,7 @@ class RequestInput(BaseModel):
 class RequestOutput(BaseModel):
     model_config = ConfigDict(strict=True)
 
-    name: str
+    name: t.Literal["duration"]
     parameters: dict[str, t.Any] | None = None
 
 
@@ -161,27 +166,22 @@ def rides_from_tensors(req: InferenceRequest) -> list[dict[str, t.Any]]:
     """The three named tensors → one ride per row. :raises MalformedJSON: (400)."""
     tensors: dict[str, list[t.Any]] = {}
     for tensor in req.inputs:
-        if tensor.name not in INPUTS:
-            raise MalformedJSON(f"unknown input tensor '{tensor.name}'; expected {', '.join(INPUTS)}")
         if tensor.name in tensors:
             raise MalformedJSON(f"input tensor '{tensor.name}' is given twice")
         if tensor.datatype not in INPUTS[tensor.name]:
-            raise MalformedJSON(f"input tensor '{tensor.name}' has datatype '{tensor.datatype}'; "
-                                f"expected {INPUTS[tensor.name][0]}")
-        if len(tensor.shape) not in (1, 2) or (len(tensor.shape) == 2 and tensor.shape[1] != 1):
+            kind = "a float" if tensor.name == "trip_distance" else "an integer"
+            raise MalformedJSON(f"input tensor '{tensor.name}' needs {kind} datatype such as {INPUTS[tensor.name][0]}")
+        if len(tensor.shape) == 2 and tensor.shape[1] != 1:
             raise MalformedJSON(f"input tensor '{tensor.name}' must have shape [N] or [N, 1]")
         data = _flatten(tensor.data, len(tensor.shape))
         if len(data) != tensor.shape[0]:
-            raise MalformedJSON(f"input tensor '{tensor.name}' has {len(data)} values for shape {tensor.shape}")
+            raise MalformedJSON(f"input tensor '{tensor.name}' does not have as many values as its shape says")
         tensors[tensor.name] = data
     missing = [name for name in INPUTS if name not in tensors]
     if missing:
         raise MalformedJSON(f"missing input tensor(s): {', '.join(missing)}")
     if len({len(data) for data in tensors.values()}) != 1:
         raise MalformedJSON("input tensors must all have the same length N")
-    for out in req.outputs or ():
-        if out.name != OUTPUT:
-            raise MalformedJSON(f"unknown output '{out.name}'; this model has one output, '{OUTPUT}'")
     names = list(tensors)
     return [dict(zip(names, row, strict=True)) for row in zip(*tensors.values(), strict=True)]
 
@@ -229,10 +229,10 @@ def served_model(name: str, version: str | None = None) -> tuple[str, LoadedMode
     """The model at ``name`` (and ``version``). :raises UnknownModel: (404) :raises ModelNotReady: (503)."""
     served = current_app.config["SETTINGS"].model_name
     if name != served:
-        raise UnknownModel(f"unknown model '{name}'; this server serves '{served}'")
+        raise UnknownModel(f"unknown model; this server serves '{served}'")
     model = get_holder(current_app).require()
     if version is not None and version != model.version:
-        raise UnknownModel(f"model '{name}' version '{version}' is not served; serving '{model.version}'")
+        raise UnknownModel(f"model version not served; serving '{model.version}'")
     return served, model
 
 
@@ -264,11 +264,11 @@ def metadata(name: str, version: str | None = None) -> Response:
 def model_ready(name: str, version: str | None = None) -> Response:
     served = current_app.config["SETTINGS"].model_name
     if name != served:
-        raise UnknownModel(f"unknown model '{name}'; this server serves '{served}'")
+        raise UnknownModel(f"unknown model; this server serves '{served}'")
     model = get_holder(current_app).current
     is_ready = model is not None and (version is None or version == model.version)
     if model is not None and not is_ready:
-        raise UnknownModel(f"model '{name}' version '{version}' is not served; serving '{model.version}'")
+        raise UnknownModel(f"model version not served; serving '{model.version}'")
     return json_response({"name": served, "ready": is_ready}, 200 if is_ready else 503)
 
 
