@@ -147,6 +147,11 @@ def test_not_a_scoring_request(server, body):
     mlflow_error(invoke(server, body), 400, "BAD_REQUEST")
 
 
+def test_errors_never_repeat_the_callers_names(server):
+    body = mlflow_error(invoke(server, {"inputs": {"SECRET_COLUMN": 5}}), 400, "BAD_REQUEST")
+    assert "SECRET" not in json.dumps(body)
+
+
 def test_malformed_json_and_csv(server):
     assert "SECRET" not in mlflow_error(invoke(server, '{"inputs": SECRET'), 400, "BAD_REQUEST")["message"]
     mlflow_error(invoke(server, b"\xff\xfe", "text/csv"), 400, "BAD_REQUEST")

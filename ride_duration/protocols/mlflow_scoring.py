@@ -67,7 +67,6 @@ class DataframeSplit(TypedDict):
 
 SPLIT = TypeAdapter(DataframeSplit)
 RECORDS = TypeAdapter(list[t.Any])
-COLUMNS = TypeAdapter(dict[str, list[t.Any]])
 PARAMS = TypeAdapter(dict[str, t.Any] | None)
 
 
@@ -181,7 +180,9 @@ def rows_from_json(payload: t.Any) -> list[t.Any]:
                 raise BadScoringRequest(f"'dataframe_split' row {i} has {len(row)} values for {len(names)} columns")
         return [dict(zip(names, row, strict=True)) for row in split["data"]]
     if key in ("instances", "inputs") and isinstance(value, dict):
-        return rows_from_columns(_structure(COLUMNS, value, key), key)
+        if not all(isinstance(column, list) for column in value.values()):  # keys unnamed: never echoed
+            raise BadScoringRequest(f"each column of '{key}' must be an array of values")
+        return rows_from_columns(value, key)
     return _structure(RECORDS, value, key)
 
 

@@ -35,10 +35,9 @@ bp = Blueprint("v2", __name__, url_prefix="/v2")
 JSON = "application/json"
 SERVER = {"name": "ride-duration", "version": "1", "extensions": []}
 
-IntType = t.Literal["INT64", "INT32", "INT16", "INT8", "UINT64", "UINT32", "UINT16", "UINT8"]
-FloatType = t.Literal["FP64", "FP32", "FP16"]
+Datatype = t.Literal["INT64", "INT32", "INT16", "INT8", "UINT64", "UINT32", "UINT16", "UINT8", "FP64", "FP32", "FP16"]
 InputName = t.Literal["PULocationID", "DOLocationID", "trip_distance"]
-INT_TYPES, FLOAT_TYPES = t.get_args(IntType), t.get_args(FloatType)
+INT_TYPES, FLOAT_TYPES = t.get_args(Datatype)[:8], t.get_args(Datatype)[8:]  # zones, distance
 INPUTS = {"PULocationID": INT_TYPES, "DOLocationID": INT_TYPES, "trip_distance": FLOAT_TYPES}
 OUTPUT = "duration"
 
@@ -93,7 +92,7 @@ class RequestInput(BaseModel):
 
     name: InputName
     shape: t.Annotated[list[t.Annotated[int, Field(ge=0)]], Field(min_length=1, max_length=2)]
-    datatype: IntType | FloatType
+    datatype: Datatype
     parameters: dict[str, t.Any] | None = None
     data: list[t.Any]
 
