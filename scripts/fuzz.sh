@@ -5,10 +5,11 @@
 #
 #   FUZZ_EXAMPLES   cases per operation and phase (default 1000)
 #   FUZZ_SEED       reproduce a run (schemathesis prints the seed)
-#   FUZZ_REPORT_DIR JUnit report and failure reproductions (default build/fuzz)
+#   FUZZ_REPORT_DIR JUnit report, gunicorn log, crash cache (`st replay` from there); default build/fuzz
 # gunicorn, schemathesis and python come from PATH (the Makefile puts .venv/bin first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$PWD
 
 examples=${FUZZ_EXAMPLES:-1000}
 report_dir=${FUZZ_REPORT_DIR:-build/fuzz}
@@ -35,11 +36,12 @@ while True:
         time.sleep(0.2)
 PY
 
-args=(--max-examples "$examples" --generation-database none --no-color
-      --report junit --report-dir "$report_dir")
+args=(--max-examples "$examples" --generation-database none --no-color --report junit --report-dir .)
 [[ -n ${FUZZ_SEED:-} ]] && args+=(--seed "$FUZZ_SEED")
 status=0
-schemathesis --config-file scripts/schemathesis.toml run "$url/openapi.json" "${args[@]}" || status=$?
+# run inside the report directory: schemathesis keeps its crash cache (for `st replay`) in the cwd
+(cd "$report_dir" && schemathesis --config-file "$root/scripts/schemathesis.toml" run "$url/openapi.json" \
+    "${args[@]}") || status=$?
 if grep -q Traceback "$report_dir/gunicorn.log"; then
     echo "the service logged a traceback: see $report_dir/gunicorn.log" >&2
     status=1
