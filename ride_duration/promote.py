@@ -109,7 +109,9 @@ def log_and_register(args: argparse.Namespace, name: str, dv: t.Any, lr: t.Any, 
         log_data(info, valid_rides)
         pipeline = build_pipeline(dv, lr)
         example = valid_rides[list(RAW_COLUMNS)].head(5).reset_index(drop=True)
-        signature = infer_signature(example, np.asarray(pipeline.predict(example), dtype=float))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "integer columns can't hold NaN": rides are cleaned
+            signature = infer_signature(example, np.asarray(pipeline.predict(example), dtype=float))
         with tempfile.TemporaryDirectory() as tmp:
             model_info = mlflow.sklearn.log_model(
                 pipeline, name=MODEL_ARTIFACT, serialization_format="cloudpickle", signature=signature,

@@ -10,6 +10,12 @@ it points elsewhere, loads the new model off the request path, checks it
 atomically. A rejected version is remembered and not retried; a registry outage only
 costs log lines.
 
+gunicorn forks replacement workers (``max_requests``, a crash) from the master, whose copy
+of the model is the start-up one. So that a new worker does not answer with that stale
+version while its siblings serve the current one, workers hand off through a private
+directory (:class:`Handoff`): the last installed model (pickled ``LoadedModel``) and the
+rejected versions. A new worker restores from it before serving, with no registry call.
+
 Only mlflow-skinny is used (client calls, artifact downloads). The logged pipeline is
 unpickled here and served by ``LoadedModel`` exactly like the bundled file: same fast
 path, same numbers for the same weights, no pandas or pyfunc per request.
@@ -17,6 +23,7 @@ path, same numbers for the same weights, no pandas or pyfunc per request.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -223,6 +230,58 @@ def check_example(model: LoadedModel, rides: list[dict[str, t.Any]]) -> None:
             raise ModelCheckError("input example gave NaN, infinite or missing predictions")
 
 
+class Handoff:
+    """What the workers of one gunicorn master pass on to the workers it forks later.
+
+    Files in a ``0700`` directory under the temp dir, named after the master's PID:
+    ``current.pkl`` (key, target and the checked ``LoadedModel``) and ``rejected.json``.
+    Written with an atomic rename; every failure only costs a log line.
+    """
+
+    def __init__(self, owner_pid: int) -> None:
+        self.dir = Path(tempfile.gettempdir()) / f"ride-duration-registry-{owner_pid}"
+
+    def _write(self, name: str, blob: bytes) -> None:
+        try:
+            self.dir.mkdir(mode=0o700, exist_ok=True)
+            tmp = self.dir / f".{name}.{os.getpid()}"
+            tmp.write_bytes(blob)
+            os.replace(tmp, self.dir / name)
+        except OSError as exc:
+            log.warning("model hand-off not written (%s): %s", self.dir, exc)
+
+    def _read(self, name: str) -> bytes | None:
+        path = self.dir / name
+        try:
+            if self.dir.stat().st_uid != os.getuid() or self.dir.stat().st_mode & 0o077:
+                return None  # not ours alone: don't unpickle it
+            return path.read_bytes()
+        except OSError:
+            return None
+
+    def clear(self) -> None:
+        """Forget a previous master's hand-off (a restarted container reuses PIDs)."""
+        for name in ("current.pkl", "rejected.json"):
+            with contextlib.suppress(OSError):
+                (self.dir / name).unlink()
+
+    def save_model(self, key: str, target: Target, model: LoadedModel) -> None:
+        self._write("current.pkl", pickle.dumps((key, target, model), protocol=5))
+
+    def save_rejected(self, rejected: dict[str, str]) -> None:
+        self._write("rejected.json", json.dumps(rejected).encode())
+
+    def load(self) -> tuple[tuple[str, Target, LoadedModel] | None, dict[str, str]]:
+        current = rejected = None
+        with contextlib.suppress(Exception):  # unreadable hand-off: start from the master's model
+            blob = self._read("current.pkl")
+            current = pickle.loads(blob) if blob else None  # noqa: S301 - written by our own workers, 0700
+        with contextlib.suppress(Exception):
+            blob = self._read("rejected.json")
+            rejected = json.loads(blob) if blob else None
+        return current, dict(rejected or {})
+
+
 class Watcher:
     """Follows ``MODEL_URI`` for one process and swaps new versions into the holder."""
 
@@ -242,6 +301,7 @@ class Watcher:
         self._check_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid: int | None = None
+        self.handoff = Handoff(os.getpid())
 
     @property
     def client(self) -> MlflowClient:
@@ -257,13 +317,26 @@ class Watcher:
     def is_new(self, target: Target) -> bool:
         return target.key != self.serving_key and target.key not in self.rejected
 
-    def install(self, target: Target, model: LoadedModel, event: str) -> None:
+    def install(self, target: Target, model: LoadedModel, event: str, **fields: t.Any) -> None:
         self.serving_key = target.key
-        self.holder.swap(model, event=event, uri=self.uri, registered_version=target.version, alias=target.alias)
+        self.holder.swap(model, event=event, uri=self.uri, registered_version=target.version, alias=target.alias,
+                         **fields)
+        if event == "model_swapped" and fields.get("via") != "handoff":
+            self.handoff.save_model(target.key, target, model)
 
     def reject(self, target: Target, reason: str) -> None:
         self.rejected[target.key] = reason
         self.holder.emit("model_rejected", version=target.version or target.key, reason=reason, uri=self.uri)
+        self.handoff.save_rejected(self.rejected)
+
+    def restore(self) -> None:
+        """Take over what sibling workers learned since the master loaded its model."""
+        current, rejected = self.handoff.load()
+        self.rejected.update(rejected)
+        if current is not None:
+            key, target, model = current
+            if key != self.serving_key and key not in self.rejected:
+                self.install(target, model, event="model_swapped", via="handoff")
 
     def load_initial(self) -> str | None:
         """Load the start-up model within ``load_timeout``; return why not, or None on success."""
@@ -333,27 +406,28 @@ class Watcher:
         self.holder.emit("registry_checked", ok=ok, version=version, reason=reason)
 
     def run(self) -> None:
-        while not self._stop.wait(self.poll_seconds):
+        stale = self.last_check is None or time.time() - self.last_check > self.poll_seconds
+        wait = 0.0 if stale else self.poll_seconds  # a re-forked worker checks at once
+        while not self._stop.wait(wait):
             try:
                 self.check()
             except Exception:  # noqa: BLE001 - the watcher must outlive any surprise
                 log.exception("registry watcher: unexpected error; will retry")
+            wait = self.poll_seconds
 
     def start(self) -> None:
         """Start this process's watcher thread (idempotent; call again after a fork).
 
-        A process whose model is older than one poll interval (a worker gunicorn re-forked
-        from the master long after start-up) first checks for up to ``load_timeout``, so
-        it does not answer with a stale version while the other workers serve the new one.
+        First takes over the model and rejections sibling workers left in the hand-off
+        (local files, no registry call), so a worker gunicorn forks long after start-up
+        does not answer with the master's stale start-up model.
         """
         if self.poll_seconds <= 0 or (self._pid == os.getpid() and self._thread and self._thread.is_alive()):
             return
         self._pid = os.getpid()
-        self._stop.clear()
-        if self.last_check is None or time.time() - self.last_check > self.poll_seconds:
-            first = threading.Thread(target=self.check, name="registry-first-check", daemon=True)
-            first.start()
-            first.join(self.load_timeout)
+        self._stop = threading.Event()
+        self._check_lock = threading.Lock()  # a fork copies locks in whatever state they were in
+        self.restore()
         self._thread = threading.Thread(target=self.run, name="registry-watcher", daemon=True)
         self._thread.start()
 
@@ -378,6 +452,7 @@ def init_app(app: Flask, settings: Settings, holder: ModelHolder) -> Watcher:
     """Load the start-up model from the registry (or fall back) and arrange per-worker watchers."""
     bound_http(timeout=settings.model_load_timeout, max_retries=0)
     watcher = Watcher(settings, holder)
+    watcher.handoff.clear()
     app.extensions["registry"] = watcher
     reason = watcher.load_initial()
     if reason is not None:
