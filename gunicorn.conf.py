@@ -97,3 +97,22 @@ def child_exit(server, worker):
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+
+
+def worker_exit(server, worker):
+    """A booted worker leaving cleanly (max_requests, SIGHUP, SIGTERM) skips the interpreter's teardown.
+
+    Freeing the preloaded heap object by object writes to every copy-on-write page it shares
+    with the master: ~0.5 s of CPU and ~110 MB of page copies per exiting worker, taken from the
+    workers still serving (and 4-5 s added to a SIGTERM). atexit handlers still run and stdout
+    and stderr are flushed; exits with an error code (boot failures) keep gunicorn's own path.
+    """
+    import atexit
+    import sys
+
+    exc = sys.exc_info()[1]
+    if worker.booted and isinstance(exc, SystemExit) and exc.code in (0, None):
+        atexit._run_exitfuncs()
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(0)
