@@ -36,7 +36,7 @@ if t.TYPE_CHECKING:
 
 UNMATCHED = "unmatched"
 """The ``endpoint`` label of requests that matched no route (404, 405): one label, whatever the path."""
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LATENCY_BUCKETS = (0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 
 REQUESTS = Counter("ride_duration_http_requests", "HTTP requests answered, by route rule and status.",

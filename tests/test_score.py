@@ -125,3 +125,34 @@ def test_rmse_on_the_validation_month_matches_the_model_metadata(tmp_path):
     rmse = math.sqrt(sum((a - p) ** 2 for a, p in pairs) / len(pairs))
     assert len(pairs) == METADATA["valid_data"]["rows"]
     assert rmse == pytest.approx(METADATA["metrics"]["valid_rmse"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_model_uri_scores_with_the_registered_model(tmp_path, synthetic_months):
+    """``--model-uri`` goes through the service's registry resolve + load + checks."""
+    from .mlflow_server import MlflowServer
+
+    train, valid = synthetic_months
+    output = tmp_path / "predictions.parquet"
+    with MlflowServer(tmp_path / "mlflow") as registry:
+        env = {"PATH": "/usr/bin:/bin", "MLFLOW_TRACKING_URI": registry.url}
+        trained = subprocess.run([sys.executable, "train.py", "--train-data", str(train), "--valid-data", str(valid),
+                                  "--no-bundle", "--register", "--model-name", "cli-test"],
+                                 cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+        assert trained.returncode == 0, trained.stderr[-3000:]
+        result = subprocess.run([sys.executable, "-m", "ride_duration", "score", "--input", str(valid), "--output",
+                                 str(output), "--model-uri", "models:/cli-test@production"],
+                                cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    table = pq.read_table(output)
+    assert set(table.column("model_version").to_pylist()) == {"cli-test-v1"}
+    assert table.num_rows == pq.ParquetFile(valid).metadata.num_rows
+    assert table.column("predicted_duration").null_count == 0
+
+
+def test_model_uri_without_a_tracking_server_fails_loudly(tmp_path):
+    result = score("--input", str(tmp_path / "x.parquet"), "--output", str(tmp_path / "y.parquet"),
+                   "--model-uri", "models:/x@production")
+    assert result.returncode == 1
+    assert "needs MLFLOW_TRACKING_URI" in result.stdout
