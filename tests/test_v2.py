@@ -20,12 +20,14 @@ RIDES = [
     {"PULocationID": 74, "DOLocationID": 75, "trip_distance": 0.0},
 ]
 MAX_BATCH = 50
+MAX_BYTES = 8192
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     log = tmp_path_factory.mktemp("gunicorn") / "server.log"
-    env = {"MODEL_PATH": str(BUNDLED / "lin_reg.bin"), "MODEL_NAME": NAME, "MAX_BATCH_SIZE": str(MAX_BATCH)}
+    env = {"MODEL_PATH": str(BUNDLED / "lin_reg.bin"), "MODEL_NAME": NAME, "MAX_BATCH_SIZE": str(MAX_BATCH),
+           "MAX_CONTENT_LENGTH": str(MAX_BYTES)}
     srv = Server(env=env, workers=2, log_path=log).start("/ready")
     yield srv
     srv.stop()
@@ -172,6 +174,7 @@ def test_unknown_model_and_version(server, triton):
 def test_limits_and_content_type(server):
     assert "limit of 50" in infer_error(server, v2_request(RIDES[:1] * (MAX_BATCH + 1)), 413)
     infer_error(server, v2_request(RIDES), 415, headers={"Content-Type": "text/plain"})
+    infer_error(server, json.dumps(v2_request(RIDES)) + " " * MAX_BYTES, 413)
 
 
 def test_unrouted_paths_answer_in_v2_shape(server):
