@@ -159,6 +159,11 @@ def test_compose_predict_waits_for_registry_and_training():
     assert services["predict"]["environment"]["MODEL_FALLBACK"] == "true"
     assert "--workers=1" in services["mlflow"]["command"]
     assert services["mlflow"]["environment"]["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    # mlflow server (>= 3.5) answers 403 to Host headers other than localhost/private IPs: the
+    # others reach it as http://mlflow:5000 (measured: 403 without this setting, 200 with it).
+    allowed = services["mlflow"]["environment"]["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
+    assert "mlflow:5000" in allowed
+    assert services["train"]["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
 
 
 def test_k8s_deployment_matches_image_and_gunicorn(k8s_docs):
