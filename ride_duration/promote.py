@@ -109,10 +109,11 @@ def log_and_register(args: argparse.Namespace, name: str, dv: t.Any, lr: t.Any, 
         log_data(info, valid_rides)
         pipeline = build_pipeline(dv, lr)
         example = valid_rides[list(RAW_COLUMNS)].head(5).reset_index(drop=True)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "integer columns can't hold NaN": rides are cleaned
+        with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
+            # MLflow's own noise: "integer columns can't hold NaN" (rides are cleaned), a pandas deprecation
+            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+            warnings.filterwarnings("ignore", message="Operation with range is deprecated")
             signature = infer_signature(example, np.asarray(pipeline.predict(example), dtype=float))
-        with tempfile.TemporaryDirectory() as tmp:
             model_info = mlflow.sklearn.log_model(
                 pipeline, name=MODEL_ARTIFACT, serialization_format="cloudpickle", signature=signature,
                 input_example=example, code_paths=[str(write_code_package(Path(tmp)))],
@@ -211,7 +212,7 @@ def register_and_gate(args: argparse.Namespace, dv: t.Any, lr: t.Any, info: dict
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     try:
-        version, run_id = log_and_register(args, name, dv, lr, info, valid_rides)
+        version, _ = log_and_register(args, name, dv, lr, info, valid_rides)
         return gate(mlflow.MlflowClient(), name, version, valid_rides, args.alias, args.legacy_stage, dv, lr)
     except Exception as exc:  # noqa: BLE001 - a CLI: report any failure as one line and exit 1
         log.exception("registration failed")

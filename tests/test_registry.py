@@ -395,6 +395,21 @@ def test_every_uri_form_serves_the_bundled_weights_with_identical_predictions(
     assert done.returncode == 0, done.stderr[-3000:]
     assert np.allclose(json.loads(done.stdout.splitlines()[-1]), bundled.predict(rides[:20]), rtol=1e-9, atol=0)
 
+    # the service's registry path needs neither pandas nor pyfunc (the runtime image has mlflow-skinny only)
+    script = ("import json, sys\n"
+              "for blocked in ('pandas', 'pyarrow', 'mlflow.pyfunc'):\n"
+              "    sys.modules[blocked] = None  # importing it now raises ImportError\n"
+              "from ride_duration import create_app\n"
+              "from ride_duration.holder import get_holder\n"
+              "app = create_app({'mlflow_tracking_uri': sys.argv[1], 'model_uri': sys.argv[2],\n"
+              "                  'model_poll_seconds': 0})\n"
+              "model = get_holder(app).require()\n"
+              "print(json.dumps([model.source, model.predict(json.loads(sys.argv[3]))]))\n")
+    done = subprocess.run([sys.executable, "-c", script, registry.url, f"models:/{name}@production",
+                           json.dumps(rides[:20])], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == ["registry", bundled.predict(rides[:20])]
+
 
 def test_mlflow_models_serve_answers_from_raw_ride_columns(
         registry: MlflowServer, months: dict[str, Path], mlflow_client: t.Any, tmp_path: Path) -> None:
