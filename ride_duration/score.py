@@ -205,7 +205,9 @@ def score_file(input_path: Path, output_path: Path, model: LoadedModel,
 
     started = time.perf_counter()
     try:
-        source = pq.ParquetFile(input_path)
+        # pre_buffer (pyarrow's default) caches every read column chunk until the file is closed:
+        # memory would grow with the file. Without it, one row group's pages at a time.
+        source = pq.ParquetFile(input_path, pre_buffer=False)
     except (OSError, pa.ArrowException) as exc:
         raise InputError(f"cannot read {input_path}: {exc}") from exc
     read, times = plan_columns(source.schema_arrow)
