@@ -18,7 +18,7 @@ __all__ = ["Settings", "create_app"]
 def create_app(overrides: t.Mapping[str, t.Any] | None = None) -> Flask:
     """Build the app. ``overrides`` are :class:`Settings` fields that win over the environment."""
     settings = Settings(**dict(overrides or {}))
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # no /static: every route is the API's
     app.config.from_mapping(
         SETTINGS=settings,
         MAX_CONTENT_LENGTH=settings.max_content_length,

@@ -1,9 +1,7 @@
 """``GET /openapi.json`` and ``GET /docs``: Swagger UI from the ``swagger_ui_bundle`` package, no CDN.
 
-The page and its assets come from the installed package, so the docs work offline. Swagger UI
-renders OpenAPI 3.1 from its 5.x series; with a 4.x bundle (``swagger-ui-bundle`` 1.1 ships
-4.15.5) the page relabels its copy of the document ``3.0.3`` for the renderer only, and
-``/openapi.json`` itself stays 3.1.
+The page and its assets come from the installed package (``swagger-ui-bundle-v2``, Swagger UI
+5.x, which renders OpenAPI 3.1), so the docs work offline.
 """
 
 from __future__ import annotations
@@ -19,8 +17,6 @@ from .openapi import DOCS_ASSETS, build_spec
 
 bp = Blueprint("docs", __name__)
 ASSETS = Path(str(swagger_ui_path))
-UI_VERSION = ASSETS.name.removeprefix("swagger-ui-")
-LEGACY_UI = not UI_VERSION.split(".")[0].isdigit() or int(UI_VERSION.split(".")[0]) < 5
 
 PAGE = """<!DOCTYPE html>
 <html lang="en">
@@ -41,20 +37,11 @@ PAGE = """<!DOCTYPE html>
 
 # Relative URLs: the page works behind a path prefix too. A file, not inline, so a strict CSP fits.
 INITIALIZER = """window.onload = function () {
-  var options = {dom_id: "#swagger-ui", deepLinking: true, layout: "BaseLayout",
-                 presets: [SwaggerUIBundle.presets.apis], displayRequestDuration: true};
-  if (LEGACY_UI) {
-    fetch("openapi.json").then(function (r) { return r.json(); }).then(function (spec) {
-      spec.openapi = "3.0.3";  // Swagger UI 4.x renders only 3.0.x; the served document is 3.1
-      options.spec = spec;
-      window.ui = SwaggerUIBundle(options);
-    });
-  } else {
-    options.url = "openapi.json";
-    window.ui = SwaggerUIBundle(options);
-  }
+  window.ui = SwaggerUIBundle({url: "openapi.json", dom_id: "#swagger-ui", deepLinking: true,
+                               layout: "BaseLayout", presets: [SwaggerUIBundle.presets.apis],
+                               displayRequestDuration: true});
 };
-""".replace("LEGACY_UI", "true" if LEGACY_UI else "false")
+"""
 
 
 @bp.get("/openapi.json")
