@@ -76,13 +76,13 @@ def log_data(info: dict[str, t.Any], valid_rides: pd.DataFrame) -> None:
         source = str(info[f"{context}_data"]["source"])
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # "source can be interpreted in multiple ways"
+                warnings.simplefilter("ignore")  # "source can be interpreted in multiple ways", schema hints
                 if context == "valid":
                     dataset = mlflow.data.from_pandas(valid_rides[list(RAW_COLUMNS) + ["duration"]],
                                                       source=source, targets="duration", name=Path(source).name)
                 else:
                     dataset = MetaDataset(resolve_dataset_source(source), name=Path(source).name)
-            mlflow.log_input(dataset, context="training" if context == "train" else "validation")
+                mlflow.log_input(dataset, context="training" if context == "train" else "validation")
         except Exception as exc:  # noqa: BLE001 - lineage is recorded as a param anyway
             log.warning("could not record %s data %s as a dataset input: %s", context, source, exc)
         path = Path(source)
