@@ -105,39 +105,40 @@ def setup_logging(level: str | int = "INFO") -> None:
 
 
 def start_clock() -> None:
+    """before_request: the time both the access line and the latency histogram measure from."""
     g.setdefault("request_start", time.perf_counter())
 
 
 def access_line(response: Response) -> Response:
     """after_request: one JSON line for the request (registered first, so it runs last).
 
-    Same shape as :class:`JsonFormatter` output, but written straight to stdout: a LogRecord,
-    ``findCaller`` and the handler chain cost ~13 µs per request, this ~4 µs. Silence it by
-    setting the ``ride_duration.access`` logger above INFO.
+    Same shape as :class:`JsonFormatter` output, but written straight to stdout: through
+    ``Logger.info`` (LogRecord, ``findCaller``, handler chain) it measured ~22 µs per request,
+    this ~6 µs. Silence it by setting the ``ride_duration.access`` logger above INFO.
     """
     if access_log.isEnabledFor(logging.INFO):
-        start = g.get("request_start")
-        now = time.time()
+        req, ctx = request._get_current_object(), g._get_current_object()  # one proxy lookup each
+        start = ctx.get("request_start")
         status = response.status_code
-        method = request.method
-        path = request.path
+        method = req.method
+        path = req.path
         if len(path) > MAX_PATH:
             path = path[:MAX_PATH] + "…"
         line = dumps({
-            "time": iso_time(now),
+            "time": iso_time(time.time()),
             "level": "INFO",
             "logger": ACCESS_LOGGER,
             "message": f"{method} {path} {status}",
             "pid": _pid(),
             "event": "request",
-            "request_id": g.get("request_id"),
+            "request_id": ctx.get("request_id"),
             "method": method,
             "path": path,
             "status": status,
             "latency_ms": round((time.perf_counter() - start) * 1000.0, 3) if start is not None else None,
-            "model_version": g.get("model_version"),
-            "rides": g.get("rides"),
-            "remote_addr": request.remote_addr,
+            "model_version": ctx.get("model_version"),
+            "rides": ctx.get("rides"),
+            "remote_addr": req.remote_addr,
         })
         stream = sys.stdout
         stream.write(line + "\n")
@@ -148,5 +149,6 @@ def access_line(response: Response) -> Response:
 def init_app(app: Flask, settings: Settings) -> None:
     """JSON logging at ``settings.log_level`` and the per-request access line."""
     setup_logging(settings.log_level)
-    app.before_request(start_clock)
+    if start_clock not in app.before_request_funcs.get(None, []):
+        app.before_request(start_clock)
     app.after_request(access_line)

@@ -29,6 +29,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from .logs import start_clock
+
 if t.TYPE_CHECKING:
     from flask import Flask
 
@@ -90,13 +92,10 @@ def metrics() -> Response:
     return Response(body, content_type=content_type)
 
 
-def start_clock() -> None:
-    g.setdefault("request_start", time.perf_counter())
-
-
 def record(response: Response) -> Response:
     """after_request: count the request, observe its latency and, for predictions, its rides."""
-    elapsed = time.perf_counter() - g.get("request_start", time.perf_counter())
+    ctx = g._get_current_object()  # one proxy lookup
+    elapsed = time.perf_counter() - ctx.get("request_start", time.perf_counter())
     rule = request.url_rule
     key = (rule.rule if rule is not None else UNMATCHED, response.status_code)
     children = _children.get(key)
@@ -105,7 +104,7 @@ def record(response: Response) -> Response:
         children = _children[key] = (REQUESTS.labels(*labels), LATENCY.labels(*labels))
     children[0].inc()
     children[1].observe(elapsed)
-    rides = g.get("rides")
+    rides = ctx.get("rides")
     if rides:
         RIDES.inc(rides)
         BATCH_SIZE.observe(rides)
@@ -162,7 +161,8 @@ def init_app(app: Flask, holder: ModelHolder) -> ModelMetrics:
     holder.listeners.append(listener)
     app.extensions.setdefault("post_fork", []).append(listener.publish_state)
     app.extensions["metrics"] = listener
-    app.before_request(start_clock)
+    if start_clock not in app.before_request_funcs.get(None, []):  # shared with logs: one timestamp
+        app.before_request(start_clock)
     app.after_request(record)
     app.register_blueprint(bp)
     return listener
