@@ -50,6 +50,10 @@ if t.TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+PROBE_TIMEOUT = 2.0
+"""Seconds a tracking server may take to answer ``/health`` at start-up (healthy: milliseconds).
+A registry that accepts connections but never answers then costs 2 s, not ``MODEL_LOAD_TIMEOUT``."""
+
 
 class Handoff:
     """What the workers of one gunicorn master pass on to the workers it forks later.
@@ -167,7 +171,7 @@ class Watcher:
     def load_initial(self) -> str | None:
         """Load the start-up model within ``load_timeout``; return why not, or None on success."""
         deadline = time.monotonic() + self.load_timeout
-        unreachable = probe(self.tracking_uri, self.load_timeout)
+        unreachable = probe(self.tracking_uri, min(PROBE_TIMEOUT, self.load_timeout))
         if unreachable is not None:  # fail fast, before importing mlflow (~1-2 s)
             self.checked(False, unreachable)
             return f"registry unavailable: {unreachable}"

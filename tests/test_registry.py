@@ -21,6 +21,7 @@ import json
 import os
 import pickle
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -467,3 +468,23 @@ def test_a_broken_production_model_at_start_up_falls_back_or_refuses(
 
     missing = get_holder(create_app({**base, "model_name": "no-such-model"})).require()
     assert missing.source == "bundled" and "not found" in missing.info["fallback_reason"]
+
+
+def test_a_registry_that_never_answers_costs_the_probe_timeout_not_the_http_retries(tmp_path: Path) -> None:
+    with socket.socket() as hung:  # the kernel accepts connections; nobody ever answers
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(64)
+        env = {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{hung.getsockname()[1]}", "MODEL_POLL_SECONDS": str(POLL)}
+        started = time.monotonic()
+        svc = Server(env=env, workers=2, log_path=tmp_path / "hung.log")
+        try:
+            svc.start(wait_for="/ready", timeout=60)
+            elapsed = time.monotonic() - started
+            print(f"\nregistry hung at start: ready on the bundled model {elapsed:.2f} s after exec")
+            _, ready = get_json(svc.url + "/ready")
+            assert ready["source"] == "bundled" and "timed out" in ready["fallback_reason"], ready
+            wait_until(lambda: len(log_events(svc, "registry_checked")) >= 3, 30, "watchers polling the hung registry")
+            answers = [post_json(svc.url + "/predict", RIDE)[0] for _ in range(50)]
+            assert answers == [200] * 50
+        finally:
+            svc.stop()
