@@ -5,7 +5,7 @@
 #
 # The base is pinned by tag. For a reproducible build pin it by digest too, e.g.
 #   docker build --build-arg PYTHON_IMAGE=python:3.11-slim@sha256:<digest> .
-# Stages: base -> pipenv (build tool only) -> deps / train-deps (locked venvs) -> train, runtime.
+# Stages: base -> pipenv (build tool only) -> venv -> deps / train-deps (locked venvs) -> train, runtime.
 # pipenv never reaches a shipped stage; only /opt/venv is copied out of the builders.
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -35,20 +35,22 @@ ENV VIRTUAL_ENV=/opt/venv \
     PIPENV_VERBOSITY=-1 \
     PIPENV_NOSPIN=1
 
-# ---- deps: runtime packages only; --deploy fails the build when Pipfile.lock is stale ----------
-# Then drop what no stage runs: pip/setuptools, and the bundled test suites of the numeric stack
-# (~65 MB of the ~400 MB runtime venv; nothing imports them at run time).
-FROM pipenv AS deps
+# ---- venv: the runtime packages; --deploy fails the build when Pipfile.lock is stale ------------
+FROM pipenv AS venv
 RUN python -m venv /opt/venv \
- && /opt/pipenv/bin/pipenv install --deploy \
- && /opt/venv/bin/python -m pip uninstall --yes pip setuptools \
+ && /opt/pipenv/bin/pipenv install --deploy
+
+# ---- deps: the runtime venv, minus what the service never runs: pip/setuptools, and the bundled
+# test suites of the numeric stack (~65 MB of the ~400 MB venv; nothing imports them).
+FROM venv AS deps
+RUN /opt/venv/bin/python -m pip uninstall --yes pip setuptools \
  && find /opt/venv/lib/python3*/site-packages -depth -type d -name tests \
       -regex '.*/site-packages/\(numpy\|scipy\|sklearn\|pandas\|pyarrow\)/.*' -exec rm -rf {} +
 
-# ---- train-deps: runtime + the "train" category (full mlflow with its server, pandas, pyarrow) ---
-FROM pipenv AS train-deps
-RUN python -m venv /opt/venv \
- && /opt/pipenv/bin/pipenv install --deploy --categories "packages train" \
+# ---- train-deps: + the "train" category (full mlflow with its server, pandas, pyarrow) -----------
+# Built on the runtime venv, so the shared packages are installed once.
+FROM venv AS train-deps
+RUN /opt/pipenv/bin/pipenv install --deploy --categories "packages train" \
  && /opt/venv/bin/python -m pip uninstall --yes pip setuptools \
  && find /opt/venv/lib/python3*/site-packages -depth -type d -name tests \
       -regex '.*/site-packages/\(numpy\|scipy\|sklearn\|pandas\|pyarrow\)/.*' -exec rm -rf {} +
