@@ -92,11 +92,15 @@ def when_ready(server):
 
 
 def child_exit(server, worker):
-    """A worker exited (even by SIGKILL): its live gauges go; its counters stay in the totals."""
+    """A worker exited (even by SIGKILL): its live gauges go; its counters are folded into the
+    archive files so they stay in the totals without one file set per dead worker."""
     if _METRICS_DIR:
-        from prometheus_client import multiprocess
+        try:
+            from ride_duration.metrics import process_exited
 
-        multiprocess.mark_process_dead(worker.pid)
+            process_exited(worker.pid)
+        except Exception:  # an exception here would stop the master; metrics must not do that
+            server.log.exception("could not retire metric files of worker %s", worker.pid)
 
 
 def worker_exit(server, worker):

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -101,11 +102,12 @@ def stale_counter(directory: Path, value: float) -> None:
     d.close()
 
 
-def requests_by_pid(directory: Path) -> dict[int, float]:
+def requests_by_pid(directory: Path) -> dict[int | str, float]:
     """Successful /predict requests per process, read from each process's counter file."""
-    counts: dict[int, float] = {}
+    counts: dict[int | str, float] = {}
     for path in directory.glob("counter_*.db"):
-        pid = int(path.stem.split("_")[1])
+        pid = path.stem.split("_")[1]
+        pid = int(pid) if pid.isdigit() else pid
         for key, value, _, _ in MmapedDict.read_all_values_from_file(str(path)):
             _, name, labels, _ = json.loads(key)
             if name == "ride_duration_http_requests_total" and labels == PREDICT_OK:
@@ -177,5 +179,48 @@ def test_counters_sum_across_workers_and_survive_a_killed_worker(served):
     text = raw.decode()
     assert status == 200
     assert sample(text, "ride_duration_http_requests_total", PREDICT_OK) == n  # the dead worker's count stays
+    assert sample(text, "ride_duration_rides_predicted_total") == rides
     assert sample(text, "ride_duration_model_info") == 1  # the replacement published its own
-    assert not (metrics_dir / f"gauge_livemax_{victim}.db").exists()  # child_exit marked it dead
+    # child_exit: live gauges deleted, counters and histograms folded into the archive files
+    assert not list(metrics_dir.glob(f"*_{victim}.db"))
+    assert requests_by_pid(metrics_dir).get(victim) is None and (metrics_dir / "counter_archive.db").exists()
+
+
+def test_recycled_workers_keep_totals_without_piling_up_files(tmp_path: Path):
+    """max_requests recycling while scraping: totals monotonic and exact, every scrape 200,
+    and the directory holds only live workers' files plus the two archive files."""
+    metrics_dir = tmp_path / "prometheus"
+    metrics_dir.mkdir()
+    server = Server(env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+                         "GUNICORN_CMD_ARGS": "--max-requests 10 --max-requests-jitter 0"},
+                    workers=2, log_path=tmp_path / "out.log")
+    n, seen, failures = 120, [], []
+    stop = threading.Event()
+
+    def scrape_until_stopped() -> None:
+        while not stop.is_set():
+            status, _, raw = http("GET", server.url + "/metrics")
+            if status != 200:
+                failures.append(status)
+            else:
+                seen.append(sample(raw.decode(), "ride_duration_http_requests_total", PREDICT_OK) or 0.0)
+
+    with server:
+        scraper = threading.Thread(target=scrape_until_stopped)
+        scraper.start()
+        try:
+            for _ in range(n):
+                assert post_json(server.url + "/predict", REFERENCE_RIDE)[0] == 200
+        finally:
+            stop.set()
+            scraper.join()
+        final = sample(http("GET", server.url + "/metrics")[2].decode(), "ride_duration_http_requests_total",
+                       PREDICT_OK)
+        pids = {server.proc.pid, *children(server.proc.pid)}
+        files = {p.name for p in metrics_dir.glob("*.db")}
+
+    assert server.log_text().count("Booting worker") >= 2 + n // 10  # workers really were recycled
+    assert failures == []
+    assert seen == sorted(seen) and final == n
+    assert files <= {f"{kind}_{pid}.db" for kind in ("counter", "histogram", "gauge_livemax") for pid in pids} | {
+        "counter_archive.db", "histogram_archive.db"}
