@@ -327,7 +327,7 @@ if [ "$RUN_COMPOSE" = 1 ]; then
   if [ "$HOSTNET" = 1 ]; then COMPOSE_FILES+=(-f docker-compose.hostnet.yml)
   else COMPOSE_FILES+=(-f docker-compose.override.yml); fi
   if [ -f "$TLC_DATA_DIR/green_tripdata_2021-01.parquet" ] && [ -f "$TLC_DATA_DIR/green_tripdata_2021-02.parquet" ]; then
-    export TLC_DATA_DIR=$(cd "$TLC_DATA_DIR" && pwd)
+    TLC_DATA_DIR=$(cd "$TLC_DATA_DIR" && pwd); export TLC_DATA_DIR
     COMPOSE_FILES+=(-f docker-compose.data.yml)
     DATA_NOTE="local parquet files in $TLC_DATA_DIR"
   else

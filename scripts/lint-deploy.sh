@@ -10,7 +10,7 @@
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
+cd "$ROOT" || exit 2
 CHECKOV=${CHECKOV:-.venv-iac/bin/checkov}
 OUT=$(mktemp -d); trap 'rm -rf "$OUT"' EXIT
 FAILED=(); PASSED=()
