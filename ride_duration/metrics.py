@@ -4,9 +4,11 @@ With several gunicorn workers the metrics must be merged across processes: set
 ``PROMETHEUS_MULTIPROC_DIR`` in the environment (Dockerfile ``ENV`` / k8s env, on a tmpfs). It
 has to be set before ``prometheus_client`` is first imported, which picks its storage then.
 Every process writes its samples to ``<dir>/<type>_<pid>.db`` and each scrape merges the
-files with a fresh ``MultiProcessCollector``. ``gunicorn.conf.py`` empties the directory before
-the app is preloaded and marks dead workers (``child_exit``). Without the variable, the
-process's default registry is served (one process: ``flask run``, tests).
+files with a fresh collector. ``gunicorn.conf.py`` empties the directory before the app is
+preloaded and, on ``child_exit``, calls :func:`process_exited` to fold a dead worker's files
+into archive files. The variable is prometheus_client's own, so it is read here rather than
+through ``Settings``. Without it, the process's default registry is served (one process:
+``flask run``, tests).
 
 Per request the cost is two dict lookups, a counter increment and a histogram observation
 (plus two more for prediction requests); registries are only built inside ``/metrics``.
