@@ -348,6 +348,18 @@ if [ "$RUN_COMPOSE" = 1 ]; then
   docker logs "$TRAIN_ID" 2>&1 | tail -5
   [ "$TRAIN_RC" = 0 ] || fail "train exited $TRAIN_RC"
   lap "compose up: mlflow + train"
+  # depends_on condition service_completed_successfully: predict must start after train ended.
+  PREDICT_ID=$("${COMPOSE[@]}" "${COMPOSE_FILES[@]}" -p "$PROJECT" ps -a -q predict)
+  python3 - "$(docker inspect -f '{{.State.FinishedAt}}' "$TRAIN_ID")" \
+    "$(docker inspect -f '{{.State.StartedAt}}' "$PREDICT_ID")" <<'PY' || fail "predict started before train finished"
+import re, sys
+def ns(stamp):  # Docker's RFC 3339 with 0-9 fraction digits -> sortable "HH:MM:SS.nnnnnnnnn"
+    date, clock, frac = re.match(r"(\S+)T(\d\d:\d\d:\d\d)(?:\.(\d+))?Z", stamp).groups()
+    return f"{date}T{clock}.{(frac or '').ljust(9, '0')}"
+finished, started = ns(sys.argv[1]), ns(sys.argv[2])
+assert started > finished, f"train finished {finished}, predict started {started}"
+print(f"order: train finished {finished[11:23]}, predict started {started[11:23]}")
+PY
   ALIAS=$(http GET "http://127.0.0.1:$MLFLOW_PORT/api/2.0/mlflow/registered-models/alias?name=$MODEL_NAME&alias=production")
   read -r REG_VERSION REG_RUN <<<"$(python3 -c '
 import json, sys
@@ -373,7 +385,7 @@ PY
   lap "compose: predict on the registry"
   # A second training run on the same data is not better: the gate keeps the champion (train.py
   # exit 3), which the compose command treats as success so a re-run `up` still starts predict.
-  "${COMPOSE[@]}" "${COMPOSE_FILES[@]}" -p "$PROJECT" run --rm train >"$WORK/train2.log" 2>&1 \
+  "${COMPOSE[@]}" "${COMPOSE_FILES[@]}" -p "$PROJECT" run -T --rm train >"$WORK/train2.log" 2>&1 \
     || { tail -20 "$WORK/train2.log"; fail "re-running train (champion kept) did not exit 0"; }
   grep -E '^gate:|kept the current' "$WORK/train2.log" || true
   read -r code body <<<"$(http GET "$BASE_URL/ready")"
