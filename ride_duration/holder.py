@@ -18,6 +18,8 @@ if t.TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 Listener = t.Callable[..., None]
+RESERVED_LOG_KEYS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+"""``extra`` keys a LogRecord refuses (``name``, ``msg``, …): such event fields are renamed ``field_*``."""
 
 
 class ModelHolder:
@@ -52,11 +54,21 @@ class ModelHolder:
         self.emit("model_load_failed", reason=reason)
 
     def emit(self, event: str, **fields: t.Any) -> None:
-        """Log an event and tell listeners (metrics)."""
+        """Log an event and tell listeners (metrics).
+
+        Problems log at WARNING; a successful routine registry check at DEBUG (every worker
+        polls, so INFO would flood); everything else at INFO.
+        """
         self.events[event] = {"at": time.time(), **fields}
-        level = logging.WARNING if "fail" in event or "reject" in event or "fallback" in event else logging.INFO
+        if any(word in event for word in ("fail", "reject", "fallback")) or fields.get("ok") is False:
+            level = logging.WARNING
+        elif event == "registry_checked":
+            level = logging.DEBUG
+        else:
+            level = logging.INFO
+        extra = {("field_" + k if k in RESERVED_LOG_KEYS else k): v for k, v in fields.items()}
         log.log(level, "%s %s", event, " ".join(f"{k}={v}" for k, v in fields.items() if v is not None),
-                extra={"event": event, **fields})
+                extra={"event": event, **extra})
         for listener in self.listeners:
             listener(event, **fields)
 
@@ -71,7 +83,10 @@ def load_bundled(settings: Settings, holder: ModelHolder, note: str | None = Non
     if note:
         model.info["fallback_reason"] = note
         model.info["warnings"].append(note)
-    holder.swap(model, event="model_fallback" if note else "model_loaded")
+    if note:
+        holder.swap(model, event="model_fallback", reason=note)
+    else:
+        holder.swap(model, event="model_loaded")
     return True
 
 

@@ -85,3 +85,26 @@ def test_unexpected_errors_are_a_generic_500(app):
     resp = app.test_client().get("/boom")
     assert resp.status_code == 500
     assert resp.json == {"error": {"code": "internal_error", "message": "internal server error"}}
+
+
+def test_model_events_reach_logs_and_listeners_even_with_reserved_names(caplog):
+    from ride_duration.holder import ModelHolder
+
+    holder = ModelHolder()
+    seen = []
+    holder.listeners.append(lambda event, **fields: seen.append((event, fields)))
+    with caplog.at_level("DEBUG", logger="ride_duration.holder"):
+        holder.emit("model_rejected", name="x", msg="y", version="3", reason="NaN predictions")
+    assert seen == [("model_rejected", {"name": "x", "msg": "y", "version": "3", "reason": "NaN predictions"})]
+    record = caplog.records[-1]
+    assert record.levelname == "WARNING" and record.field_name == "x" and record.reason == "NaN predictions"
+
+
+def test_fallback_event_carries_its_reason(caplog):
+    from ride_duration.holder import ModelHolder, load_bundled
+
+    holder = ModelHolder()
+    with caplog.at_level("INFO", logger="ride_duration.holder"):
+        assert load_bundled(create_app().config["SETTINGS"], holder, note="registry unreachable")
+    assert holder.events["model_fallback"]["reason"] == "registry unreachable"
+    assert holder.current.info["fallback_reason"] == "registry unreachable"
