@@ -307,8 +307,11 @@ docker rm "$CNAME" >/dev/null
 lap "graceful stop"
 
 # --- 7. read-only root filesystem -------------------------------------------------------------------
-log "7. docker run --read-only (tmpfs: /tmp, /run/prometheus)"
-run_app "$CNAME-ro" --read-only --tmpfs /tmp --tmpfs /run/prometheus:uid=10001,gid=10001,mode=0700
+# As the k8s pod runs it: read-only root, emptyDirs (here tmpfs) for /tmp and the metrics dir, no
+# capabilities, no privilege escalation, 2 workers.
+log "7. docker run --read-only --cap-drop ALL (tmpfs: /tmp, /run/prometheus), like the k8s pod"
+run_app "$CNAME-ro" --read-only --tmpfs /tmp --tmpfs /run/prometheus:uid=10001,gid=10001,mode=0700 \
+  --cap-drop ALL --security-opt no-new-privileges -e WEB_CONCURRENCY=2
 wait_http "$BASE_URL/ready" 60 "$CNAME-ro"
 read -r code body <<<"$(http POST "$BASE_URL/predict" "$REF_RIDE")"
 echo "read-only: POST /predict -> $code $body"
@@ -317,6 +320,7 @@ read -r code _ <<<"$(http GET "$BASE_URL/metrics")"
 [ "$code" = 200 ] || [ "$code" = 404 ] || fail "read-only /metrics answered $code"
 if docker exec "$CNAME-ro" sh -c 'touch /app/probe' 2>/dev/null; then fail "root filesystem is writable"; fi
 echo "root filesystem is read-only (touch /app/probe refused)"
+docker exec "$CNAME-ro" sleep 0 || fail "no sleep binary for the k8s preStop hook"
 docker rm -f "$CNAME-ro" >/dev/null
 lap "read-only run"
 
