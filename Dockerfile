@@ -30,7 +30,9 @@ RUN python -m venv /opt/pipenv \
 WORKDIR /build
 # Only the lock inputs: a code change never invalidates the dependency layers below.
 COPY Pipfile Pipfile.lock ./
-# pipenv installs into the activated venv named by VIRTUAL_ENV (here /opt/venv).
+# pipenv installs into the activated venv named by VIRTUAL_ENV (here /opt/venv). No
+# `RUN --mount=type=cache` here: the classic builder (used where buildx is missing) rejects it;
+# CI caches these layers with BuildKit's GitHub Actions cache instead (.github/workflows/ci.yml).
 ENV VIRTUAL_ENV=/opt/venv \
     PIPENV_VERBOSITY=-1 \
     PIPENV_NOSPIN=1
