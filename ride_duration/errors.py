@@ -12,7 +12,7 @@ import typing as t
 from werkzeug.exceptions import HTTPException
 
 if t.TYPE_CHECKING:
-    from flask import Flask, Response
+    from flask import Blueprint, Flask, Response
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,30 @@ def render_http_errors_under(app: Flask, prefixes: t.Iterable[str],
                             render: t.Callable[[HTTPException], Response]) -> None:
     """Let a protocol (MLflow, V2) answer HTTP errors on its own paths, routing 404/405 included."""
     app.extensions.setdefault("http_error_renderers", []).append((tuple(prefixes), render))
+
+
+def use_protocol_errors(bp: Blueprint, prefixes: t.Iterable[str],
+                        error_response: t.Callable[[int, str], Response]) -> None:
+    """Give a protocol blueprint its own error shape for HTTP errors and bugs on its paths.
+
+    ``error_response(status, message)`` renders the protocol's body; routing 404/405 under
+    ``prefixes`` use it too, and an unexpected exception becomes a generic 500 in that shape.
+    """
+    prefixes = tuple(prefixes)
+
+    def on_http_error(exc: HTTPException) -> Response:
+        response = error_response(exc.code or 500, exc.description or exc.name)
+        if exc.code == 405 and exc.valid_methods:
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response
+
+    def on_unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error under %s", prefixes[0])
+        return error_response(500, "internal server error")
+
+    bp.register_error_handler(HTTPException, on_http_error)
+    bp.register_error_handler(Exception, on_unexpected)
+    bp.record_once(lambda state: render_http_errors_under(state.app, prefixes, on_http_error))
 
 
 def handle_http_exception(exc: HTTPException) -> Response:

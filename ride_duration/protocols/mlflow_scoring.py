@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import importlib.metadata
 import io
-import logging
 import typing as t
 from typing import NotRequired
 
@@ -25,14 +24,12 @@ import orjson
 from flask import Blueprint, Response, current_app, g, request
 from pydantic import BaseModel, ConfigDict, Field, Strict, TypeAdapter, ValidationError
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
-from werkzeug.exceptions import HTTPException
 
 from .. import errors, service
 from ..errors import ServiceError, UnsupportedMediaType
 from ..holder import get_holder
 from ..schemas import describe
 
-log = logging.getLogger(__name__)
 bp = Blueprint("mlflow", __name__)
 PATHS = ("/invocations", "/ping", "/version")
 JSON, CSV = "application/json", "text/csv"
@@ -234,23 +231,6 @@ def on_service_error(exc: ServiceError) -> Response:
     return error_response(exc.status_code, exc.message, exc.details)
 
 
-@bp.errorhandler(HTTPException)
-def on_http_error(exc: HTTPException) -> Response:
-    status = exc.code or 500
-    response = error_response(status, exc.description or exc.name)
-    if status == 405 and getattr(exc, "valid_methods", None):
-        response.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
-    return response
-
-
-@bp.errorhandler(Exception)
-def on_unexpected(exc: Exception) -> Response:
-    log.exception("unhandled error in /invocations")
-    return error_response(500, "internal server error")
-
-
-@bp.record_once
-def _errors_on_our_paths(state: t.Any) -> None:
-    errors.render_http_errors_under(state.app, PATHS, on_http_error)
+errors.use_protocol_errors(bp, PATHS, error_response)
 
 

@@ -13,14 +13,12 @@ readiness answer 200 for true and 503 for false. JSON tensors only (no binary ex
 
 from __future__ import annotations
 
-import logging
 import re
 import typing as t
 
 import orjson
 from flask import Blueprint, Response, current_app, g, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from werkzeug.exceptions import HTTPException
 
 from .. import errors, service
 from ..errors import InvalidInput, MalformedJSON, ServiceError, UnsupportedMediaType
@@ -30,7 +28,6 @@ from ..schemas import MAX_REPORTED_ERRORS, describe
 if t.TYPE_CHECKING:
     from ..predictor import LoadedModel
 
-log = logging.getLogger(__name__)
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 JSON = "application/json"
 SERVER = {"name": "ride-duration", "version": "1", "extensions": []}
@@ -302,20 +299,4 @@ def on_service_error(exc: ServiceError) -> Response:
     return error_response(exc.status_code, message)
 
 
-@bp.errorhandler(HTTPException)
-def on_http_error(exc: HTTPException) -> Response:
-    response = error_response(exc.code or 500, exc.description or exc.name)
-    if exc.code == 405 and getattr(exc, "valid_methods", None):
-        response.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
-    return response
-
-
-@bp.errorhandler(Exception)
-def on_unexpected(exc: Exception) -> Response:
-    log.exception("unhandled error in /v2")
-    return error_response(500, "internal server error")
-
-
-@bp.record_once
-def _errors_on_our_paths(state: t.Any) -> None:
-    errors.render_http_errors_under(state.app, ("/v2",), on_http_error)
+errors.use_protocol_errors(bp, ("/v2",), error_response)
