@@ -158,6 +158,15 @@ class Gunicorn:
                 pids += [int(p) for p in (task / "children").read_text().split()]
         return pids
 
+    def cpu_seconds(self) -> float:
+        """CPU seconds used by master and workers so far, workers that already exited included.
+
+        Robust to load from elsewhere on the machine, unlike req/s: the cost of a request.
+        """
+        assert self.proc is not None
+        total = proc_cpu(self.proc.pid, children=True)  # + reaped workers (cutime, cstime)
+        return total + sum(proc_cpu(pid) for pid in self.workers())
+
     def memory(self) -> dict[str, t.Any]:
         """PSS and private (USS) memory in MiB of master and workers, from /proc/<pid>/smaps_rollup."""
         assert self.proc is not None
@@ -184,6 +193,16 @@ class Gunicorn:
             self.proc.wait()
 
 
+def proc_cpu(pid: int, children: bool = False) -> float:
+    """utime + stime (+ cutime + cstime) of ``pid`` in seconds, from /proc/<pid>/stat; 0 if gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if children else 0)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def smaps(pid: int) -> dict[str, float]:
     fields: dict[str, float] = {}
     with contextlib.suppress(OSError):
@@ -197,14 +216,18 @@ def smaps(pid: int) -> dict[str, float]:
 
 # ---------------------------------------------------------------- load
 
-def wrk_point(wrk: str, lua: Path, port: int, conns: int, seconds: float, warmup: float) -> dict[str, t.Any]:
-    """One wrk run after a discarded warm-up; req/s, latency percentiles (ms), errors."""
+def wrk_point(wrk: str, lua: Path, port: int, conns: int, seconds: float, warmup: float,
+              cpu: t.Callable[[], float] | None = None) -> dict[str, t.Any]:
+    """One wrk run after a discarded warm-up; req/s, latency percentiles (ms), errors, and (given
+    ``cpu``, the server's CPU seconds so far) the server's CPU time per request."""
     url = f"http://127.0.0.1:{port}/predict"
     base = [wrk, "-t1", f"-c{conns}", "-s", str(lua), "--timeout", "5s"]
     if warmup > 0:
         subprocess.run([*base, f"-d{max(1, round(warmup))}s", url], capture_output=True, text=True, timeout=60)
+    cpu_before = cpu() if cpu else 0.0
     out = subprocess.run([*base, f"-d{max(1, round(seconds))}s", url], capture_output=True, text=True,
                          timeout=seconds + 60)
+    cpu_used = cpu() - cpu_before if cpu else None
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
     if line is None:
         raise RuntimeError(f"wrk printed no summary: {out.stdout[-500:]} {out.stderr[-500:]}")
@@ -216,6 +239,7 @@ def wrk_point(wrk: str, lua: Path, port: int, conns: int, seconds: float, warmup
         "p50_ms": raw["p50_us"] / 1000, "p90_ms": raw["p90_us"] / 1000, "p99_ms": raw["p99_us"] / 1000,
         "max_ms": raw["max_us"] / 1000, "errors": raw["status"] + socket_errors,
         "non2xx": raw["status"], "socket_errors": socket_errors,
+        "cpu_us_per_req": round(cpu_used / raw["requests"] * 1e6, 1) if cpu_used and raw["requests"] else None,
     }
 
 
@@ -273,7 +297,11 @@ def judge(res: dict[str, t.Any]) -> list[dict[str, t.Any]]:
 
     rows = [
         ("single ride c8 req/s >= 2.0x course app", ratio(get(s, "c8", "rps"), get(c, "c8", "rps")), 2.0, ">="),
+        ("(noise-robust view of the line above) course app's c8 server CPU per request >= 2.0x service's",
+         ratio(get(c, "cpu_us_per_req", "c8"), get(s, "cpu_us_per_req", "c8")), 2.0, ">="),
         ("single ride c8 req/s >= 0.90x Flask floor", ratio(get(s, "c8", "rps"), get(f, "c8", "rps")), 0.90, ">="),
+        ("(noise-robust view of the line above) c8 server CPU per request <= 1/0.90 x Flask floor's",
+         ratio(get(s, "cpu_us_per_req", "c8"), get(f, "cpu_us_per_req", "c8")), round(1 / 0.9, 2), "<="),
         ("single ride c8 p99 <= 2.5 ms", get(s, "c8", "p99_ms"), 2.5, "<="),
         ("c1 p50 <= 1.15x Flask floor p50", ratio(get(s, "c1", "p50_ms"), get(f, "c1", "p50_ms")), 1.15, "<="),
         ("10,000-ride batch p50 <= 15 ms", get(s, "batch", "p50_ms"), 15.0, "<="),
@@ -316,13 +344,15 @@ def markdown(res: dict[str, t.Any]) -> str:
             "every number is noisy, absolute ones are low.**"] if busy else []),
         "",
         "| server | c8 req/s | c8 p50 / p99 ms | c1 req/s | c1 p50 / p99 ms | 10k batch p50 / p99 ms | errors "
-        "| ready s | PSS MiB master + workers | c8 vs course | c8 vs Flask floor |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| ready s | PSS MiB master + workers | c8 vs course | c8 vs Flask floor "
+        "| server CPU µs/req c1 / c8 | CPU/req vs Flask floor (c8) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in res["servers"].values():
         c8, c1, b, mem = r.get("c8", {}), r.get("c1", {}), r.get("batch", {}), r.get("memory", {})
         errors = sum(r.get(p, {}).get("errors_all_rounds", 0) for p in ("c8", "c1", "batch"))
         workers = " + ".join(fmt(w, 1) for w in mem.get("worker_pss_mb", []))
+        cpu = r.get("cpu_us_per_req", {})
         lines.append(
             f"| {r['label']} | {fmt(c8.get('rps'), 0)} | {fmt(c8.get('p50_ms'))} / {fmt(c8.get('p99_ms'))} "
             f"| {fmt(c1.get('rps'), 0)} | {fmt(c1.get('p50_ms'))} / {fmt(c1.get('p99_ms'))} "
@@ -331,7 +361,9 @@ def markdown(res: dict[str, t.Any]) -> str:
             + (f" (private per worker {fmt(mem['extra_worker_mb'], 1)})" if mem.get("extra_worker_mb") else "")
             + " "
             f"| {fmt(ratio(c8.get('rps'), base.get('c8', {}).get('rps')))}× "
-            f"| {fmt(ratio(c8.get('rps'), floor.get('c8', {}).get('rps')))}× |")
+            f"| {fmt(ratio(c8.get('rps'), floor.get('c8', {}).get('rps')))}× "
+            f"| {fmt(cpu.get('c1'), 0)} / {fmt(cpu.get('c8'), 0)} "
+            f"| {fmt(ratio(cpu.get('c8'), floor.get('cpu_us_per_req', {}).get('c8')))}× |")
     lines += ["", "| target | measured | status |", "|---|---|---|"]
     for tgt in res["targets"]:
         lines.append(f"| {tgt['target']} | {fmt(tgt['value'])} | {tgt['status']} |")
@@ -395,8 +427,8 @@ def main(argv: list[str] | None = None) -> int:
                 for server in running:
                     r = res["servers"][server.name]
                     print(f"# round {rnd + 1}/{rounds} {server.name}: c1, c8, batch", file=sys.stderr, flush=True)
-                    point = {"c1": wrk_point(wrk, lua, server.port, 1, seconds, warmup),
-                             "c8": wrk_point(wrk, lua, server.port, 8, seconds, warmup)}
+                    point = {"c1": wrk_point(wrk, lua, server.port, 1, seconds, warmup, server.cpu_seconds),
+                             "c8": wrk_point(wrk, lua, server.port, 8, seconds, warmup, server.cpu_seconds)}
                     r["memory"] = server.memory()
                     point["batch"] = batch_point(server.port, body, batch_n, 2 if batch_n > 3 else 1)
                     r["rounds"].append(point)
@@ -417,6 +449,8 @@ def main(argv: list[str] | None = None) -> int:
             r[point] = (max if better == "rps" else min)(done, key=lambda d, k=better: d[k])
             r[point]["errors_all_rounds"] = sum(d["errors"] for d in done)
         r["startup_s"] = min(r["startups_s"])
+        r["cpu_us_per_req"] = {p: min((rd[p]["cpu_us_per_req"] for rd in r["rounds"] if rd[p].get("cpu_us_per_req")),
+                                      default=None) for p in ("c1", "c8")}
     res["loadavg_end"] = os.getloadavg()
     res["targets"] = judge(res)
     table = markdown(res)
