@@ -21,6 +21,7 @@ import typing as t
 
 import orjson
 from flask import g, request
+from pythonjsonlogger.core import BaseJsonFormatter
 
 if t.TYPE_CHECKING:
     from flask import Flask, Response
@@ -29,7 +30,6 @@ if t.TYPE_CHECKING:
 
 ACCESS_LOGGER = "ride_duration.access"
 MAX_PATH = 256
-_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
 _second: tuple[int, str] = (-1, "")
 
 access_log = logging.getLogger(ACCESS_LOGGER)
@@ -53,25 +53,23 @@ def dumps(body: dict[str, t.Any]) -> str:
         return json.dumps(body, default=str)
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per record, extras included; never raises on odd values."""
+class JsonFormatter(BaseJsonFormatter):
+    """python-json-logger, serialised by :func:`dumps`: ``time``, ``level``, ``logger``, ``message``,
+    ``pid``, then the record's extras (``exc_info`` as text)."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        body: dict[str, t.Any] = {
-            "time": iso_time(record.created),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-            "pid": record.process,
-        }
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD:
-                body[key] = value
-        if record.exc_info:
-            body["exc_info"] = self.formatException(record.exc_info)
-        if record.stack_info:
-            body["stack_info"] = self.formatStack(record.stack_info)
-        return dumps(body)
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().__init__(
+            ["levelname", "name", "message", "process"],
+            rename_fields={"levelname": "level", "name": "logger", "process": "pid"},
+        )
+
+    def add_fields(self, log_data: dict[str, t.Any], record: logging.LogRecord,
+                   message_dict: dict[str, t.Any]) -> None:
+        log_data["time"] = iso_time(record.created)  # the access line's format, cached per second
+        super().add_fields(log_data, record, message_dict)
+
+    def jsonify_log_record(self, log_data: dict[str, t.Any]) -> str:
+        return dumps(log_data)  # orjson, with a stdlib fallback for what orjson refuses
 
 
 class StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
