@@ -13,6 +13,9 @@ from .conftest import BUNDLED, require_real
 from .synthetic import ROOT, make_rides
 
 RMSE_BOUND = 7.48
+REPRODUCE_ABS = 1e-4
+"""lsqr stopped at tol=1e-8 lands on slightly different points under different BLAS kernels
+(7.479533 with OpenBLAS's Haswell kernels, 7.479590 with the one it picks by itself here)."""
 
 
 def test_clean_keeps_rides_of_one_to_sixty_minutes():
@@ -70,5 +73,5 @@ def test_real_data_reproduces_the_bundled_rmse(tmp_path):
     actual = json.loads((tmp_path / "metadata.json").read_text())
     expected = json.loads((BUNDLED / "metadata.json").read_text())
     assert actual["metrics"]["valid_rmse"] <= RMSE_BOUND
-    assert actual["metrics"]["valid_rmse"] == pytest.approx(expected["metrics"]["valid_rmse"], abs=1e-6)
+    assert actual["metrics"]["valid_rmse"] == pytest.approx(expected["metrics"]["valid_rmse"], abs=REPRODUCE_ABS)
     assert (actual["train_data"]["rows"], actual["valid_data"]["rows"]) == (73908, 61921)
