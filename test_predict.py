@@ -9,7 +9,7 @@ import socket
 import pytest
 
 from tests.conftest import BUNDLED, REFERENCE_RIDE, bundle_copy  # noqa: F401 - fixture
-from tests.support import Server, http, post_json
+from tests.support import Server, http, post_json, running
 from tests.synthetic import tlc_data_dir
 
 JSON = {"Content-Type": "application/json"}
@@ -18,10 +18,8 @@ ZOOMCAMP = tlc_data_dir() / "zoomcamp_lin_reg.bin"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    log = tmp_path_factory.mktemp("gunicorn") / "server.log"
-    srv = Server(env={"MODEL_PATH": str(BUNDLED / "lin_reg.bin")}, workers=2, log_path=log).start("/ready")
-    yield srv
-    srv.stop()
+    with running(tmp_path_factory, {"MODEL_PATH": str(BUNDLED / "lin_reg.bin")}) as srv:
+        yield srv
 
 
 def error_of(status: int, body: bytes) -> dict:

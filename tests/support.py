@@ -107,3 +107,15 @@ class Server:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def running(tmp_path_factory: t.Any, env: dict[str, str], workers: int = 2,
+            ready: str = "/ready") -> t.Iterator[Server]:
+    """A test module's gunicorn: its log in a fresh temp dir, ready before use, stopped after."""
+    srv = Server(env=env, workers=workers, log_path=tmp_path_factory.mktemp("gunicorn") / "server.log")
+    srv.start(ready)
+    try:
+        yield srv
+    finally:
+        srv.stop()

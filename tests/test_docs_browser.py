@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BUNDLED
-from tests.support import Server
+from tests.support import running
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -23,10 +23,8 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    log = tmp_path_factory.mktemp("gunicorn") / "server.log"
-    srv = Server(env={"MODEL_PATH": str(BUNDLED / "lin_reg.bin")}, workers=1, log_path=log).start("/ready")
-    yield srv
-    srv.stop()
+    with running(tmp_path_factory, {"MODEL_PATH": str(BUNDLED / "lin_reg.bin")}, workers=1) as srv:
+        yield srv
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from schemathesis.specs.openapi.checks import (
 from ride_duration import create_app
 from ride_duration.protocols.openapi import build_spec
 from tests.conftest import BUNDLED
-from tests.support import Server
+from tests.support import running
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "50"))
 CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance, content_type_conformance]
@@ -43,10 +43,8 @@ CASES: collections.Counter[str] = collections.Counter()
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    log = tmp_path_factory.mktemp("gunicorn") / "server.log"
-    srv = Server(env=ENV, workers=2, log_path=log).start("/ready")
-    yield srv
-    srv.stop()
+    with running(tmp_path_factory, ENV) as srv:
+        yield srv
     print(f"\nschemathesis: {sum(CASES.values())} cases over {len(CASES)} operations")
     assert "Traceback" not in srv.log_text(), srv.log_text()[-3000:]
 

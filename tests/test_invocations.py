@@ -12,7 +12,7 @@ from mlflow.pyfunc.scoring_server.client import ScoringServerClient
 from mlflow.utils.proto_json_utils import dump_input_data
 
 from tests.conftest import BUNDLED
-from tests.support import Server, post_json
+from tests.support import Server, post_json, running
 
 RIDES = [
     {"PULocationID": 43, "DOLocationID": 151, "trip_distance": 1.01},
@@ -26,12 +26,10 @@ MAX_BYTES = 8192
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    log = tmp_path_factory.mktemp("gunicorn") / "server.log"
     env = {"MODEL_PATH": str(BUNDLED / "lin_reg.bin"), "MAX_BATCH_SIZE": str(MAX_BATCH),
            "MAX_CONTENT_LENGTH": str(MAX_BYTES)}
-    srv = Server(env=env, workers=2, log_path=log).start("/ready")
-    yield srv
-    srv.stop()
+    with running(tmp_path_factory, env) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from tests.conftest import BUNDLED
-from tests.support import Server, post_json
+from tests.support import Server, post_json, running
 
 NAME = "nyc-taxi-ride-duration"
 RIDES = [
@@ -25,12 +25,10 @@ MAX_BYTES = 8192
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    log = tmp_path_factory.mktemp("gunicorn") / "server.log"
     env = {"MODEL_PATH": str(BUNDLED / "lin_reg.bin"), "MODEL_NAME": NAME, "MAX_BATCH_SIZE": str(MAX_BATCH),
            "MAX_CONTENT_LENGTH": str(MAX_BYTES)}
-    srv = Server(env=env, workers=2, log_path=log).start("/ready")
-    yield srv
-    srv.stop()
+    with running(tmp_path_factory, env) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
