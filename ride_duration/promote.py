@@ -18,7 +18,6 @@ Exit codes (same as ``train.py``): 0 promoted, 3 kept the champion, 1 error.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import math
 import tempfile
@@ -30,6 +29,7 @@ import numpy as np
 
 from .config import Settings
 from .features import RAW_COLUMNS
+from .loading import sha256_bytes
 from .mlflow_model import (
     GATE_REASON_TAG,
     GATE_TAG,
@@ -123,7 +123,7 @@ def log_and_register(args: argparse.Namespace, name: str, dv: t.Any, lr: t.Any, 
     with tempfile.TemporaryDirectory() as tmp:
         uri = client.get_model_version_download_uri(name, version)
         pickled = mlflow.artifacts.download_artifacts(artifact_uri=f"{uri}/model.pkl", dst_path=tmp)
-        digest = hashlib.sha256(Path(pickled).read_bytes()).hexdigest()
+        digest = sha256_bytes(Path(pickled).read_bytes())
     client.set_model_version_tag(name, version, SHA256_TAG, digest)
     client.set_model_version_tag(name, version, "valid_rmse", f"{info['metrics']['valid_rmse']:.6f}")
     log.info("registered %s version %s (run %s, sha256 %s)", name, version, run.info.run_id, digest[:12])

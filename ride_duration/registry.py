@@ -38,7 +38,7 @@ from pathlib import Path
 
 from .holder import load_bundled
 from .mlflow_model import bound_http
-from .registry_fetch import CandidateRejected, RegistryUnavailable, Target, load, resolve, short
+from .registry_fetch import CandidateRejected, RegistryUnavailable, Target, client_for, load, resolve, short
 
 if t.TYPE_CHECKING:
     from flask import Flask
@@ -137,11 +137,7 @@ class Watcher:
     def client(self) -> MlflowClient:
         """The MLflow client, created (and mlflow imported) on first use."""
         if self._client is None:
-            import mlflow
-            from mlflow import MlflowClient
-
-            mlflow.set_tracking_uri(self.tracking_uri)  # mlflow-artifacts:/ downloads resolve against it
-            self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+            self._client = client_for(self.tracking_uri)
         return self._client
 
     def is_new(self, target: Target) -> bool:

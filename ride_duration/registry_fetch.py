@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import logging
 import math
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import sklearn
 
+from .loading import sha256_bytes
 from .mlflow_model import SHA256_TAG, example_rides, split_pipeline
 from .predictor import LoadedModel, ModelCheckError
 
@@ -34,6 +34,16 @@ log = logging.getLogger(__name__)
 
 MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<ref>[^/]+))?/?$")
 RUNS_URI = re.compile(r"^runs:/(?P<run_id>[^/]+)/(?P<path>.+?)/?$")
+
+
+def client_for(tracking_uri: str) -> MlflowClient:
+    """An MLflow client on ``tracking_uri`` (imports mlflow; ``mlflow-artifacts:/`` downloads resolve
+    against the global tracking URI, so that is set too)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri)
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
 class RegistryUnavailable(Exception):
@@ -156,7 +166,7 @@ def load(client: MlflowClient, target: Target) -> LoadedModel:
         example = None
         if example_info.get("artifact_path"):
             example = json.loads(download(f"{base}/{example_info['artifact_path']}", tmp).read_text())
-    digest = hashlib.sha256(blob).hexdigest()
+    digest = sha256_bytes(blob)
     expected = target.tags.get(SHA256_TAG)
     if expected and expected.lower() != digest:
         raise CandidateRejected(f"sha256 mismatch: tag {SHA256_TAG} says {expected[:12]}…, artifact has "

@@ -81,13 +81,10 @@ def load_registered(settings: Settings, uri: str) -> LoadedModel:
     """
     if not settings.mlflow_tracking_uri:
         raise ModelLoadError(f"{uri} needs MLFLOW_TRACKING_URI")
-    import mlflow
-    from mlflow import MlflowClient
-
     from . import registry
+    from .registry_fetch import client_for
 
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
+    client = client_for(settings.mlflow_tracking_uri)
     try:
         target = registry.resolve(client, uri)
         model = registry.load(client, target)

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, TypeAdapter, Validati
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
 from .. import errors, service
+from ..api import json_response
 from ..errors import ServiceError, UnsupportedMediaType
 from ..holder import get_holder
 from ..schemas import describe
@@ -103,7 +104,7 @@ def error_response(status: int, message: str, details: list[dict[str, t.Any]] | 
     body: dict[str, t.Any] = {"error_code": code, "message": message}
     if details is not None:
         body["details"] = details
-    return Response(orjson.dumps(body), status=http_status, mimetype=JSON)
+    return json_response(body, http_status)
 
 
 # ---- parsing: bytes + content type → list of raw rows (no Flask) -------------------------------
@@ -208,7 +209,7 @@ def invocations() -> Response:
     body, n = service.predict_payload(rows, model, current_app.config["MAX_BATCH_SIZE"])
     g.rides = n
     g.model_version = model.version
-    response = Response(orjson.dumps({"predictions": body["durations"]}), mimetype=JSON)
+    response = json_response({"predictions": body["durations"]})
     response.headers["X-Model-Version"] = model.version
     return response
 

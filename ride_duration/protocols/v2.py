@@ -16,11 +16,11 @@ from __future__ import annotations
 import re
 import typing as t
 
-import orjson
 from flask import Blueprint, Response, current_app, g, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .. import errors, service
+from ..api import is_json, json_response
 from ..errors import InvalidInput, MalformedJSON, ServiceError, UnsupportedMediaType
 from ..holder import get_holder
 from ..schemas import MAX_REPORTED_ERRORS, describe
@@ -29,7 +29,6 @@ if t.TYPE_CHECKING:
     from ..predictor import LoadedModel
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
-JSON = "application/json"
 SERVER = {"name": "ride-duration", "version": "1", "extensions": []}
 
 Datatype = t.Literal["INT64", "INT32", "INT16", "INT8", "UINT64", "UINT32", "UINT16", "UINT8", "FP64", "FP32", "FP16"]
@@ -217,10 +216,6 @@ def model_metadata(name: str, model: LoadedModel) -> dict[str, t.Any]:
 
 # ---- routes ---------------------------------------------------------------------------------
 
-def json_response(body: object, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status=status, mimetype=JSON)
-
-
 def served_model(name: str, version: str | None = None) -> tuple[str, LoadedModel]:
     """The model at ``name`` (and ``version``). :raises UnknownModel: (404) :raises ModelNotReady: (503)."""
     served = current_app.config["SETTINGS"].model_name
@@ -272,8 +267,7 @@ def model_ready(name: str, version: str | None = None) -> Response:
 @bp.post("/models/<name>/versions/<version>/infer")
 def infer_route(name: str, version: str | None = None) -> Response:
     """Tensors in, ``duration`` out; one model call for the N rides."""
-    mimetype = request.mimetype
-    if mimetype and mimetype != JSON and not (mimetype.startswith("application/") and mimetype.endswith("+json")):
+    if request.mimetype and not is_json(request.mimetype):  # no Content-Type: JSON, as V2 clients assume
         raise UnsupportedMediaType("Content-Type must be application/json")
     if "Inference-Header-Content-Length" in request.headers:
         raise MalformedJSON("the binary tensor data extension is not supported; send JSON tensors")
