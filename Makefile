@@ -38,7 +38,7 @@ $(VENV)/.runtime: Pipfile.lock | $(PIPENV)
 	@touch $@
 
 $(VENV)/.dev: Pipfile.lock | $(PIPENV)
-	$(PIPENV) sync --python $(PYTHON) --categories "packages dev-packages train"
+	$(PIPENV) sync --python $(PYTHON) --categories "packages dev-packages train stream lambda spark"
 	@touch $@ $(VENV)/.runtime
 
 # checkov's pins fight the dev tools, so it lives in its own venv, still from the lock's hashes.
