@@ -63,6 +63,21 @@ def start_registry(settings: Settings, holder: ModelHolder) -> Watcher:
     return watcher
 
 
+def follow_model(settings: Settings, holder: ModelHolder) -> Watcher | None:
+    """Long-running jobs (the stream consumer): load as the service does, and follow the alias.
+
+    With ``MLFLOW_TRACKING_URI``: the registry model (or the bundled fallback) and a started
+    watcher that hot-swaps new versions into ``holder``; else the bundled file. Check
+    ``holder.current`` afterwards: None means no model could be loaded (``holder.reason``).
+    """
+    if settings.mlflow_tracking_uri:
+        watcher = start_registry(settings, holder)
+        watcher.start()
+        return watcher
+    load_bundled(settings, holder)
+    return None
+
+
 def load_model(settings: Settings, model_path: Path | None = None, model_uri: str | None = None) -> LoadedModel:
     """The service's choice: ``--model-uri`` or ``MLFLOW_TRACKING_URI`` → registry, else the bundled file.
 
