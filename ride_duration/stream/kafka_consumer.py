@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 FLUSH_STEP = 5.0
 """Seconds per ``flush`` call while outputs are outstanding (one log line per step)."""
-LAG_EVERY = 1.0
+LAG_EVERY = 5.0
 BROKER_LOG_EVERY = 10.0
 
 
@@ -259,9 +259,11 @@ class StreamConsumer:
                 return
             lags = []
             for tp in self.consumer.position(assignment):
-                _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+                _, high = self.consumer.get_watermark_offsets(tp, cached=True)  # from the last fetch
+                if high < 0:  # nothing fetched yet: ask the broker (bounded; at most once per LAG_EVERY)
+                    _, high = self.consumer.get_watermark_offsets(tp, timeout=1.0)
                 if high >= 0 and tp.offset >= 0:
                     lags.append((tp.topic, tp.partition, high - tp.offset))
             metrics.set_lag(lags)
-        except Exception:  # noqa: BLE001 - a metric must never stop the consumer
-            log.debug("lag update failed", exc_info=True)
+        except Exception as exc:  # noqa: BLE001 - a metric must never stop the consumer
+            log.debug("lag update failed: %s", exc)
