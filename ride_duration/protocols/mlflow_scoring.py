@@ -3,6 +3,9 @@
 * ``POST /invocations``: JSON with exactly one of ``dataframe_split``, ``dataframe_records``,
   ``instances`` or ``inputs`` (a list of records or a dict of columns), or ``text/csv`` with a
   header row; columns are the raw ride fields. Answers ``{"predictions": [minutes, ...]}``.
+  Column names must be unique, a ``dataframe_split`` index has one label per row, CSV names
+  and cells are read as written, and the only Content-Type parameter is ``charset=utf-8``
+  (MLflow's rule); ``docs/protocols.md`` compares this with ``mlflow models serve``.
 * ``GET /ping``: 200 once a model is loaded (503 before); ``GET /version``: the MLflow version
   whose protocol this is, as plain text.
 

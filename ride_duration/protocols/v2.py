@@ -4,6 +4,7 @@ The model is named by the ``MODEL_NAME`` setting and versioned by the serving mo
 ``POST /v2/models/{name}/infer`` takes three tensors of shape ``[N]`` (or ``[N, 1]``):
 ``PULocationID`` and ``DOLocationID`` (INT64; other integer types are accepted) and
 ``trip_distance`` (FP64; FP32/FP16 accepted), and answers one FP64 tensor ``duration``.
+A value its tensor's datatype cannot hold (300 as UINT8) is a 400, like a wrong datatype.
 The N rides go through the same validation and single model call as ``/predict``.
 
 Errors are V2's ``{"error": "<message>"}`` with the status ``/predict`` would give (400 bad
