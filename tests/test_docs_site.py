@@ -52,7 +52,8 @@ def test_architecture_page_renders_the_enforced_table(site):
     html = page(site, "architecture")
     for room, may in ALLOWED.items():
         others = ", ".join(sorted(may - {room})) or "nothing else in the package"
-        assert re.search(rf"<strong><code>{re.escape(room)}</code></strong></td>\s*<td>.*?</td>\s*<td>{others}</td>", html), room
+        row = rf"<strong><code>{re.escape(room)}</code></strong></td>\s*<td>.*?</td>\s*<td>{others}</td>"
+        assert re.search(row, html), room
     assert html.count('class="mermaid"') >= 3
 
 
