@@ -10,7 +10,8 @@ The convention (written down for authors in CONTRIBUTING.md, "Examples that are 
 * Volatile parts are masked on both sides before comparing: the headers in :data:`VOLATILE_HEADERS`,
   the JSON fields in :data:`VOLATILE_KEYS`, and wherever the author wrote ``…`` (any text).
 * ``curl -i`` output: the status line must match, each header shown must be present with that value
-  (headers not shown are not checked), then the bodies are compared. JSON bodies compare as JSON.
+  (headers not shown are not checked; ``Allow`` and ``Vary`` in any order), then the bodies are
+  compared. JSON bodies compare as JSON.
 * Examples that need another set-up (a registry, compose, a cluster) go in a ``shell`` or ``bash``
   block: those are never executed.
 """
@@ -29,6 +30,8 @@ from pathlib import Path
 HOST = "localhost:9696"
 CHECKED_LANGUAGE = "console"
 VOLATILE_HEADERS = frozenset({"x-request-id", "date"})
+LIST_HEADERS = frozenset({"allow", "vary"})
+"""Compared as sets: werkzeug builds ``Allow`` from a set, so its order changes from process to process."""
 VOLATILE_KEYS = frozenset({"request_id", "loaded_at", "time", "timestamp", "latency_ms", "pid", "at",
                            "last_check", "started_at", "uptime_seconds"})
 MASK = "<volatile>"
@@ -178,6 +181,12 @@ def split_http(text: str) -> tuple[str, dict[str, str], list[tuple[str, str]], s
     return status, {name.lower(): value for name, value in pairs}, pairs, body
 
 
+def same_header(name: str, shown: str, actual: str) -> bool:
+    if name.lower() in LIST_HEADERS:
+        return {v.strip() for v in shown.split(",")} == {v.strip() for v in actual.split(",")}
+    return shown == actual
+
+
 def problems(expected: str, actual: str) -> list[str]:
     """Why ``actual`` does not match what the docs show (empty: it matches)."""
     expected, actual = normalize(expected), normalize(actual)
@@ -193,6 +202,6 @@ def problems(expected: str, actual: str) -> list[str]:
     for name, value in shown_headers:
         if name.lower() not in headers:
             found.append(f"header {name} shown but not sent")
-        elif name.lower() not in VOLATILE_HEADERS and headers[name.lower()] != value:
+        elif name.lower() not in VOLATILE_HEADERS and not same_header(name, value, headers[name.lower()]):
             found.append(f"header {name}: shown {value!r}, actual {headers[name.lower()]!r}")
     return found + body_problems(shown_body.strip("\n"), body.strip("\n"))

@@ -74,6 +74,8 @@ def test_a_doctored_block_fails_against_the_live_service(service):
     ("HTTP/1.1 200 OK\nX-Request-ID: shown\n\n{}", "HTTP/1.1 200 OK\r\nX-Request-ID: other\r\nDate: d\r\n\r\n{}", True),
     ("HTTP/1.1 200 OK\n\n{}", "HTTP/1.1 503 SERVICE UNAVAILABLE\n\n{}", False),
     ("HTTP/1.1 200 OK\nAllow: GET\n\n{}", "HTTP/1.1 200 OK\n\n{}", False),
+    ("HTTP/1.1 405 X\nAllow: POST, OPTIONS\n\n{}", "HTTP/1.1 405 X\nAllow: OPTIONS, POST\n\n{}", True),
+    ("HTTP/1.1 405 X\nAllow: POST, OPTIONS\n\n{}", "HTTP/1.1 405 X\nAllow: OPTIONS, GET\n\n{}", False),
     ("HTTP/1.1 200 OK\n\n{}", "{}", False),
 ])
 def test_comparison_masks_only_what_is_volatile(shown, actual, matches):
