@@ -52,8 +52,9 @@ $(IAC)/.installed: Pipfile.lock | $(PIPENV)
 install: $(VENV)/.runtime  ## runtime environment only (what the image carries)
 install-dev: $(VENV)/.dev $(IAC)/.installed  ## runtime + dev tools + training/MLflow + checkov
 
-system-deps:  ## Debian packages the tests use: chromium (browser), wrk (bench), docker.io/docker-compose/debootstrap (containers)
+system-deps:  ## Debian packages the tests use: chromium (browser), curl (docs examples), wrk (bench), docker.io/docker-compose/debootstrap (containers)
 	@missing=""; command -v chromium >/dev/null || missing="$$missing chromium"; \
+	 command -v curl >/dev/null || missing="$$missing curl"; \
 	 command -v wrk >/dev/null || missing="$$missing wrk"; \
 	 command -v dockerd >/dev/null || missing="$$missing docker.io"; \
 	 command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \

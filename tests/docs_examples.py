@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -35,6 +36,8 @@ LIST_HEADERS = frozenset({"allow", "vary"})
 VOLATILE_KEYS = frozenset({"request_id", "loaded_at", "time", "timestamp", "latency_ms", "pid", "at",
                            "last_check", "started_at", "uptime_seconds"})
 MASK = "<volatile>"
+PROXY_VARIABLES = frozenset({"http_proxy", "https_proxy", "all_proxy"})
+"""Left out of the commands' environment: the examples talk to loopback, never through a proxy."""
 ELLIPSIS = "…"
 _FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<lang>[\w+-]*)")
 _JSON_VOLATILE = re.compile(r'"(' + "|".join(sorted(VOLATILE_KEYS)) + r')"\s*:\s*("(?:[^"\\]|\\.)*"|[-+0-9.eE]+|null)')
@@ -129,7 +132,8 @@ def run(example: Example, base: str, timeout: float = 30.0) -> str:
     :raises AssertionError: the command failed (its stderr is in the message).
     """
     command = example.command.replace(HOST, base)
-    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=timeout)
+    env = {k: v for k, v in os.environ.items() if k.lower() not in PROXY_VARIABLES}
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=timeout, env=env)
     assert done.returncode == 0, f"{example.id}: exit {done.returncode}: {done.stderr.strip()}"
     return done.stdout.replace(base, HOST)
 
