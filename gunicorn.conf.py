@@ -22,7 +22,7 @@ keepalive = 5
 max_requests = 20000    # recycle workers now and then to bound any slow leak
 max_requests_jitter = 2000
 
-accesslog = None        # the app writes one JSON line per request (ride_duration.logs)
+accesslog = None        # the app writes one JSON line per request (ride_duration.web.access_log)
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 # gunicorn's own messages as JSON lines on stdout, same formatter as the app (ride_duration.logs):
@@ -54,7 +54,7 @@ def post_fork(server, worker):
         callback()
 
 
-# ---- Prometheus multiprocess mode (ride_duration.metrics) ---------------------------------------
+# ---- Prometheus multiprocess mode (ride_duration.web.metrics) ---------------------------------------
 # PROMETHEUS_MULTIPROC_DIR comes from the environment (Dockerfile ENV, k8s env; a tmpfs/emptyDir),
 # never from Python: prometheus_client chooses its storage when first imported. Every process
 # writes <dir>/<type>_<pid>.db; /metrics merges the files on each scrape.
@@ -96,7 +96,7 @@ def child_exit(server, worker):
     archive files so they stay in the totals without one file set per dead worker."""
     if _METRICS_DIR:
         try:
-            from ride_duration.metrics import process_exited
+            from ride_duration.web.metrics import process_exited
 
             process_exited(worker.pid)
         except Exception:  # an exception here would stop the master; metrics must not do that

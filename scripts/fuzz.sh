@@ -3,7 +3,7 @@
 # port, fuzzes /openapi.json with every phase and every check on every operation (no exceptions;
 # scripts/schemathesis.toml holds the settings shared with tests/test_fuzz.py), stops gunicorn, exits
 # with schemathesis' status. The length rules JSON Schema cannot state (x-length-rules) are made true
-# in schema-valid cases by the hook in scripts/schemathesis_hooks.py (tests/fuzz_rules.py).
+# in schema-valid cases by the hook in scripts/schemathesis_hooks.py (tests/protocols/fuzz_rules.py).
 #
 #   FUZZ_EXAMPLES   cases per operation and phase (default 1000)
 #   FUZZ_SEED       reproduce a run (schemathesis prints the seed)

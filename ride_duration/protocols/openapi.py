@@ -17,8 +17,8 @@ import typing as t
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
-from ..holder import get_holder
 from ..schemas import RIDE, RIDES
+from ..startup import get_holder
 from . import mlflow_scoring as mlf
 from . import request_schemas, v2
 
