@@ -1,4 +1,5 @@
-"""``python -m ride_duration score --input rides.parquet --output predictions.parquet`` (see ``score.py``)."""
+"""``python -m ride_duration score --input rides.parquet --output predictions.parquet`` (see ``score.py``);
+``python -m ride_duration promote --from dev --to test`` (see ``jobs/environments.py``)."""
 
 from __future__ import annotations
 
@@ -34,12 +35,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                        help="registry URI such as models:/nyc-taxi-ride-duration@production (MLFLOW_TRACKING_URI)")
     score.add_argument("--chunk-rows", type=positive_int, default=DEFAULT_CHUNK_ROWS,
                        help=f"rows per chunk (default {DEFAULT_CHUNK_ROWS})")
+    add_promote_command(commands)
     return parser.parse_args(argv)
+
+
+def add_promote_command(commands: argparse._SubParsersAction) -> None:
+    """``promote`` (ride_duration.jobs.environments registers itself; sets ``run``)."""
+    from .jobs import environments
+
+    environments.add_parser(commands)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(Settings().log_level)
+    if "run" in args:
+        return args.run(args)
     from . import score
 
     return score.run(args)
