@@ -232,3 +232,19 @@ def reports_written_by_make() -> t.Iterator[str]:
 def test_make_writes_the_reports_the_pipelines_publish() -> None:
     assert sorted(reports_written_by_make()) == ["coverage.xml", "junit.xml"]
     assert re.search(r"^REPORTS := reports$", (ROOT / "Makefile").read_text(), re.M)
+
+
+def test_coverage_floor_fails_a_run_below_it(tmp_path) -> None:
+    """pyproject's fail_under is what every pipeline enforces: a run covering less fails."""
+    import sys
+    import tomllib
+
+    floor = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["coverage"]["report"]["fail_under"]
+    assert floor >= 78
+    env = {**os.environ, "COVERAGE_FILE": str(tmp_path / ".coverage")}  # not the outer run's data file
+    done = subprocess.run([sys.executable, "-m", "pytest", "tests/test_features.py", "-q", "-p", "no:cacheprovider",
+                           "--cov", "--cov-report=term"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode != 0, done.stdout[-2000:]
+    assert re.search(rf"Required test coverage of {floor}(\.0)?% not reached", done.stdout), done.stdout[-2000:]
+    assert re.search(r"passed", done.stdout)  # the tests passed; the floor failed the run
