@@ -8,7 +8,7 @@
 #   charts/             helm lint --strict and helm template per environment | kubernetes-validate
 #                       --strict, checkov (tests/test_helm_chart.py also checks helm == kustomize)
 #   Jenkinsfile         npm-groovy-lint --noserver (no error, no warning; .groovylintrc.json)
-#   .gitlab-ci.yml      check-jsonschema (GitLab's CI schema)
+#   .gitlab-ci.yml      check-jsonschema (GitLab's CI schema), checkov
 # Tools come from the pipenv dev environment (pipenv run ...); checkov from its own venv, given by
 # CHECKOV (default .venv-iac/bin/checkov); helm and npm-groovy-lint from .tools/bin (make tools).
 # A missing tool is an error, not a skip.
@@ -127,6 +127,7 @@ if [ -x "$CHECKOV" ]; then
   check "checkov (dockerfile)" "$CHECKOV" --skip-download --quiet --compact --framework dockerfile -f Dockerfile
   check "checkov (github_actions)" "$CHECKOV" --skip-download --quiet --compact --framework github_actions \
     -d .github/workflows
+  check "checkov (gitlab_ci)" "$CHECKOV" --skip-download --quiet --compact --framework gitlab_ci -f .gitlab-ci.yml
 fi
 
 echo "lint-deploy: ${#PASSED[@]} passed, ${#FAILED[@]} failed"
