@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Long schemathesis run against a live service (`make fuzz`): starts gunicorn on a free loopback
 # port, fuzzes /openapi.json with every phase and every check on every operation (no exceptions;
-# scripts/schemathesis.toml holds the settings shared with tests/test_fuzz.py), stops gunicorn, exits
+# scripts/schemathesis.toml holds the settings shared with tests/protocols/test_fuzz.py), stops gunicorn, exits
 # with schemathesis' status. The length rules JSON Schema cannot state (x-length-rules) are made true
 # in schema-valid cases by the hook in scripts/schemathesis_hooks.py (tests/protocols/fuzz_rules.py).
 #
