@@ -16,6 +16,7 @@ from .logs import setup_logging
 
 JOBS = (
     "ride_duration.jobs.score",
+    "ride_duration.jobs.environments",
     "ride_duration.stream.cli",
 )
 """Modules with an ``add_parser(commands)`` function, in ``--help`` order."""

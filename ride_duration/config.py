@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     max_content_length: int = Field(8 * 1024 * 1024, ge=1024)
     """Largest request body in bytes (413 above it)."""
     log_level: str = "INFO"
+    """Log level of the app and of gunicorn (``DEBUG``, ``INFO``, ``WARNING``, ``ERROR``)."""
 
     # ---- streaming (python -m ride_duration stream, the Kinesis Lambda handler) -------------------
     stream_batch_size: int = Field(500, ge=1, le=100_000)
