@@ -17,6 +17,7 @@ from .logs import setup_logging
 JOBS = (
     "ride_duration.jobs.score",
     "ride_duration.jobs.monitor",
+    "ride_duration.jobs.retrain",
 )
 """Modules with an ``add_parser(commands)`` function, in ``--help`` order."""
 

@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     """Logged requests waiting for the writer thread; when full, new ones are dropped and counted."""
     tlc_data_dir: Path = PROJECT_ROOT.parent / "shared" / "data"
     """Folder of local ``green_tripdata_YYYY-MM.parquet`` files (jobs); a month not there is downloaded."""
+    tlc_download: bool = True
+    """Jobs may download a month missing from ``tlc_data_dir`` from the TLC's public URL."""
 
     @property
     def resolved_model_uri(self) -> str:
