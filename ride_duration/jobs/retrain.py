@@ -2,7 +2,8 @@
 
     python -m ride_duration retrain --month 2023-01 [--valid-month 2023-02]
 
-1. the month (``--month``) and its validation month (``--valid-month``, default the month after)
+1. the month (``--month YYYY-MM``, or ``latest``: the newest month whose next month is
+   available too) and its validation month (``--valid-month``, default the month after)
    are read like ``train.py`` reads them: from ``TLC_DATA_DIR`` when there, else downloaded from
    the TLC (unless ``TLC_DOWNLOAD=false``);
 2. the newest month is monitored against the champion's (``models:/<MODEL_NAME>@<alias>``)
@@ -48,8 +49,15 @@ class NoData(Exception):
     """The month's file is not there (not yet published, or not in ``TLC_DATA_DIR`` offline)."""
 
 
+LATEST = "latest"
+LOOKBACK_MONTHS = 18
+"""How far back ``--month latest`` looks for published months (the TLC publishes ~2 months late)."""
+
+
 def month(text: str) -> str:
-    """argparse type: ``YYYY-MM``."""
+    """argparse type: ``YYYY-MM`` or ``latest``."""
+    if text == LATEST:
+        return text
     try:
         dt.datetime.strptime(text, "%Y-%m")
     except ValueError:
@@ -60,6 +68,43 @@ def month(text: str) -> str:
 def next_month(value: str) -> str:
     year, mon = map(int, value.split("-"))
     return f"{year + mon // 12}-{mon % 12 + 1:02d}"
+
+
+def previous_month(value: str) -> str:
+    year, mon = map(int, value.split("-"))
+    return f"{year - (mon == 1)}-{(mon - 2) % 12 + 1:02d}"
+
+
+def latest_month(settings: Settings, today: dt.date | None = None) -> str:
+    """The newest month whose next month is available too (so it can be validated).
+
+    Candidates: the months of the files in ``TLC_DATA_DIR`` and, when downloads are on, the
+    last :data:`LOOKBACK_MONTHS` months at the TLC.
+
+    :raises NoData: no such pair.
+    """
+    candidates = {p.stem.rsplit("_", 1)[-1] for p in Path(settings.tlc_data_dir).glob("green_tripdata_*.parquet")}
+    if settings.tlc_download:
+        current = (today or dt.date.today()).strftime("%Y-%m")
+        for _ in range(LOOKBACK_MONTHS):
+            current = previous_month(current)
+            candidates.add(current)
+    available: dict[str, bool] = {}
+
+    def has(value: str) -> bool:
+        if value not in available:
+            try:
+                source_for(value, settings)
+                available[value] = True
+            except NoData:
+                available[value] = False
+        return available[value]
+
+    for candidate in sorted((c for c in candidates if len(c) == 7), reverse=True):
+        if has(next_month(candidate)) and has(candidate):
+            return candidate
+    raise NoData(f"no month with its next month in {settings.tlc_data_dir}"
+                 + (f" or at the TLC (last {LOOKBACK_MONTHS} months)" if settings.tlc_download else ""))
 
 
 def source_for(value: str, settings: Settings) -> str:
@@ -159,13 +204,16 @@ def summary(text: str) -> None:
 def run(args: argparse.Namespace) -> int:
     """``retrain`` sub-command (exit codes in the module docstring)."""
     settings = Settings()
-    args.valid_month = args.valid_month or next_month(args.month)
     name = args.model_name or settings.model_name
     args.model_name = name
     if not settings.mlflow_tracking_uri:
         summary("error: needs MLFLOW_TRACKING_URI (the tracking server's URL)")
         return EXIT_ERROR
     try:
+        if args.month == LATEST:
+            args.month = latest_month(settings)
+            log.info("latest month with a validation month after it: %s", args.month)
+        args.valid_month = args.valid_month or next_month(args.month)
         train_src, valid_src = source_for(args.month, settings), source_for(args.valid_month, settings)
         train_rides, valid_rides = read(train_src), read(valid_src)
     except NoData as exc:
@@ -199,7 +247,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     """``python -m ride_duration retrain``."""
     p = commands.add_parser("retrain", help="monitor a new month, train a challenger on it, promote it via the gate",
                             description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--month", type=month, required=True, help="month to train the challenger on (YYYY-MM)")
+    p.add_argument("--month", type=month, required=True,
+                   help="month to train the challenger on (YYYY-MM), or 'latest': the newest month whose next "
+                        "month is published too (what a schedule runs)")
     p.add_argument("--valid-month", type=month, default=None,
                    help="month to validate on, champion and challenger alike (default: the month after)")
     p.add_argument("--model-name", default=None, help="registered model name (default: MODEL_NAME)")

@@ -67,9 +67,20 @@ def synthetic_dir(tmp_path_factory) -> Path:
     return base
 
 
-def test_next_month():
+def test_next_and_previous_month():
     assert retrain.next_month("2023-01") == "2023-02"
     assert retrain.next_month("2023-12") == "2024-01"
+    assert retrain.previous_month("2024-01") == "2023-12"
+    assert retrain.previous_month("2024-03") == "2024-02"
+
+
+def test_latest_is_the_newest_month_with_a_month_after_it(synthetic_dir):
+    from ride_duration.config import Settings
+
+    settings = Settings(tlc_data_dir=synthetic_dir, tlc_download=False)
+    assert retrain.latest_month(settings) == "2031-01"
+    with pytest.raises(retrain.NoData):
+        retrain.latest_month(Settings(tlc_data_dir=synthetic_dir / "empty", tlc_download=False))
 
 
 def test_synthetic_challenger_promoted_then_a_worse_one_kept(registry, env, synthetic_dir, tmp_path, capsys):
