@@ -19,18 +19,18 @@ from tests.synthetic import make_rides, write_month
 FEATURES = {"PULocationID", "DOLocationID", "trip_distance"}
 
 
-def run_monitor(reference: Path | str, current: Path | str, out: Path, *extra: str) -> tuple[int, dict]:
+def run_monitor(reference: Path | str, current: Path | str, out: Path, *extra: str,
+                model: Path = BUNDLED / "lin_reg.bin") -> tuple[int, dict]:
     code = main(["monitor", "--reference", str(reference), "--current", str(current), "--report-dir", str(out),
-                 "--model-path", str(BUNDLED / "lin_reg.bin"), *extra])
+                 "--model-path", str(model), *extra])
     report = json.loads((out / "report.json").read_text()) if (out / "report.json").exists() else {}
     return code, report
 
 
-def score_cli_quality(month: Path, tmp_path: Path) -> dict:
+def score_cli_quality(month: Path, tmp_path: Path, model: Path = BUNDLED / "lin_reg.bin") -> dict:
     """RMSE/MAE/bias/n from the score CLI's own output, on the 1-60 minute rides it scored."""
     output = tmp_path / f"{month.stem}.scored.parquet"
-    assert main(["score", "--input", str(month), "--output", str(output),
-                 "--model-path", str(BUNDLED / "lin_reg.bin")]) == 0
+    assert main(["score", "--input", str(month), "--output", str(output), "--model-path", str(model)]) == 0
     scored = pd.read_parquet(output)
     keep = scored["predicted_duration"].notna() & scored["actual_duration"].between(1, 60)
     error = scored.loc[keep, "predicted_duration"] - scored.loc[keep, "actual_duration"]
@@ -53,6 +53,17 @@ def months(tmp_path_factory) -> dict[str, Path]:
     }
 
 
+@pytest.fixture(scope="module")
+def old_model(months, tmp_path_factory) -> Path:
+    """A model trained on the synthetic "old" world with the training job's fit."""
+    from ride_duration.jobs import data, train
+
+    dv, lr, rmse = train.fit(data.read_rides(str(months["old"])), data.read_rides(str(months["old2"])))
+    directory = tmp_path_factory.mktemp("old-model")
+    train.write_bundle(directory, dv, lr, {"metrics": {"valid_rmse": rmse}})
+    return directory / "lin_reg.bin"
+
+
 def test_a_month_against_itself_reports_no_drift(months, tmp_path):
     code, report = run_monitor(months["old"], months["old"], tmp_path, "--fail-on-drift")
     assert code == monitor.EXIT_OK
@@ -67,14 +78,14 @@ def test_a_month_against_itself_reports_no_drift(months, tmp_path):
     assert {p.name for p in tmp_path.iterdir()} >= {"report.json", "report.html", "evidently.html", "metrics.prom"}
 
 
-def test_a_shifted_month_drifts_and_fail_on_drift_exits_4(months, tmp_path):
-    code, report = run_monitor(months["old"], months["new"], tmp_path / "a")
+def test_a_shifted_month_drifts_and_fail_on_drift_exits_4(months, old_model, tmp_path):
+    code, report = run_monitor(months["old"], months["new"], tmp_path / "a", model=old_model)
     assert code == monitor.EXIT_OK and report["drift_detected"] is True
     assert report["features"]["PULocationID"]["drift"] is True  # zones 1-45 instead of 1-30
     assert report["features"]["PULocationID"]["score"] > report["features"]["PULocationID"]["threshold"]
     assert report["quality"]["rmse"] > report["reference_quality"]["rmse"]  # 4 min/mile, not 2.5
     assert report["quality"]["bias"] < 0  # the old model predicts too short
-    code, _ = run_monitor(months["old"], months["new"], tmp_path / "b", "--fail-on-drift")
+    code, _ = run_monitor(months["old"], months["new"], tmp_path / "b", "--fail-on-drift", model=old_model)
     assert code == monitor.EXIT_DRIFT
 
     prom = prom_samples(tmp_path / "a" / "metrics.prom")
@@ -91,9 +102,9 @@ def test_same_distribution_other_draw_is_not_drift(months, tmp_path):
     assert all(0 < r["score"] < r["threshold"] for r in report["features"].values())
 
 
-def test_rmse_equals_the_score_cli_on_the_same_rides(months, tmp_path):
-    _, report = run_monitor(months["old"], months["new"], tmp_path / "r")
-    assert report["quality"] == score_cli_quality(months["new"], tmp_path)
+def test_rmse_equals_the_score_cli_on_the_same_rides(months, old_model, tmp_path):
+    _, report = run_monitor(months["old"], months["new"], tmp_path / "r", model=old_model)
+    assert report["quality"] == score_cli_quality(months["new"], tmp_path, old_model)
 
 
 def test_data_quality_rules_find_missing_out_of_range_and_implausible_rows(tmp_path):
@@ -115,9 +126,17 @@ def test_data_quality_rules_find_missing_out_of_range_and_implausible_rows(tmp_p
     assert rules["mean_trip_distance"]["failed"] is True
 
 
-def test_clean_synthetic_month_passes_data_quality(months, tmp_path):
-    _, report = run_monitor(months["old"], months["old"], tmp_path)
+def test_clean_month_passes_data_quality(tmp_path):
+    frame = make_rides(3000, seed=6)
+    minutes = (frame["lpep_dropoff_datetime"] - frame["lpep_pickup_datetime"]).dt.total_seconds() / 60
+    frame = frame.loc[frame["trip_distance"] < minutes]  # under 60 mph (the generator's noise makes a few faster)
+    path = tmp_path / "clean.parquet"
+    frame.to_parquet(path, index=False)
+    _, report = run_monitor(path, path, tmp_path / "r")
     assert report["data_quality"]["passed"] is True, report["data_quality"]
+    assert {r["name"] for r in report["data_quality"]["rules"]} == {
+        "missing_PULocationID", "missing_DOLocationID", "missing_trip_distance", "outside_api_limits",
+        "implausible_speed", "mean_trip_distance"}
 
 
 def test_unreadable_source_exits_2_and_bad_model_exits_1(months, tmp_path):
