@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import yaml
 
-from tests.deploy.test_deploy_configs import compose_clis, run, tool
+from tests.deploy.test_deploy_configs import checkov, compose_clis, run, tool
 from tests.support import ROOT
 
 
@@ -62,3 +62,10 @@ def test_compose_retrain_profile(monkeypatch):
         assert "python -m ride_duration retrain" in " ".join(service["command"])
         assert service["environment"]["RETRAIN_MONTH"] == "latest"
         assert service["depends_on"]["mlflow"]["condition"] == "service_healthy"
+
+
+@pytest.mark.slow
+def test_checkov_retrain(rendered, tmp_path):
+    manifest = tmp_path / "retrain.yaml"
+    manifest.write_text(rendered)
+    run(checkov(), "--skip-download", "--quiet", "--compact", "--framework", "kubernetes", "-f", str(manifest))
