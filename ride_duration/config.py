@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     max_content_length: int = Field(8 * 1024 * 1024, ge=1024)
     """Largest request body in bytes (413 above it)."""
     log_level: str = "INFO"
+    """Log level of the app and of gunicorn (``DEBUG``, ``INFO``, ``WARNING``, ``ERROR``)."""
     prediction_log_dir: Path | None = None
     """Directory for the sampled prediction log (JSON lines, one file set per worker); unset: off."""
     prediction_log_sample_rate: float = Field(1.0, ge=0, le=1)

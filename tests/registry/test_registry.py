@@ -51,7 +51,10 @@ pytestmark = pytest.mark.slow
 BUNDLED = ROOT / "model" / "lin_reg.bin"
 RIDE = {"PULocationID": 43, "DOLocationID": 151, "trip_distance": 1.01}
 POLL = 1.0
-FALLBACK_LIMIT_S = 5.0
+FALLBACK_LIMIT_S = 20.0
+"""A liveness bound, not a timing claim: MLflow's own retries would take ~246 s to give up on a
+registry that is down; the bounded start-up takes ~2.5-4 s on a quiet box (most of it imports),
+so 20 s separates the two even on a loaded 2-core machine."""
 
 
 # ---- fixtures and helpers ------------------------------------------------------------------------
