@@ -69,13 +69,16 @@ def test_a_full_queue_drops_and_counts_without_blocking(tmp_path, app):
 
 
 @pytest.mark.slow
-def test_gunicorn_logs_sampled_predictions_that_monitor_reads(tmp_path):
+@pytest.mark.parametrize("worker_class", ["sync", "gevent"])
+def test_gunicorn_logs_sampled_predictions_that_monitor_reads(worker_class, tmp_path):
+    """Sync workers (a writer thread each) and gevent workers (monkey-patched after the fork) alike."""
     log_dir = tmp_path / "predictions"
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
     server = Server(env={"MODEL_PATH": str(BUNDLED / "lin_reg.bin"), "PREDICTION_LOG_DIR": str(log_dir),
                          "PREDICTION_LOG_MAX_BYTES": "4096", "PREDICTION_LOG_BACKUPS": "5",
-                         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
+                         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+                         "GUNICORN_CMD_ARGS": f"--worker-class {worker_class}"},
                     workers=2, log_path=tmp_path / "server.log")
     sent = 0
     with server:
@@ -96,6 +99,7 @@ def test_gunicorn_logs_sampled_predictions_that_monitor_reads(tmp_path):
         while len(records(log_dir)) < sent and time.monotonic() < deadline:
             time.sleep(0.1)
         scrape = http("GET", server.url + "/metrics")[2].decode()
+    assert f"Using worker: {worker_class}" in server.log_text()
     logged = records(log_dir)
     assert len(logged) == sent
     assert all(set(r) == FIELDS for r in logged)
@@ -113,6 +117,8 @@ def test_gunicorn_logs_sampled_predictions_that_monitor_reads(tmp_path):
     assert 1 <= len(pids) <= 2 and all(re.fullmatch(r"predictions-\d+\.jsonl(\.[1-5])?", n) for n in files)
     assert any(name.endswith(".jsonl.1") for name in files)  # 4 KiB files: rotated
     assert counter(scrape, "written") == sent and counter(scrape, "dropped") == 0
+    if worker_class != "sync":
+        return  # reading the log does not depend on how it was written
 
     report_dir = tmp_path / "report"
     done = subprocess.run([sys.executable, "-m", "ride_duration", "monitor", "--reference", str(log_dir),
