@@ -179,3 +179,32 @@ def test_real_months_drift_from_2021_02_with_the_score_cli_rmse(month, tmp_path)
     assert report["quality"]["bias"] < -0.5  # the 2021 model predicts too short on later months
     rules = {r["name"]: r for r in report["data_quality"]["rules"]}
     assert rules["mean_trip_distance"]["failed"] is (month == "2022-02")  # 98 miles in 2022-02
+
+
+def test_pushgateway_receives_the_same_metrics(months, tmp_path):
+    """``--pushgateway``: a PUT of the text format to /metrics/job/ride_duration_monitor (a loopback receiver)."""
+    import http.server
+    import threading
+
+    received: list[tuple[str, str, bytes]] = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_PUT(self):  # noqa: N802 - http.server's naming
+            received.append((self.command, self.path, self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        code, report = run_monitor(months["old"], months["new"], tmp_path, "--pushgateway",
+                                   f"127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+    assert code == monitor.EXIT_OK
+    ((method, path, body),) = received
+    assert (method, path) == ("PUT", "/metrics/job/ride_duration_monitor")
+    assert body.decode() == (tmp_path / "metrics.prom").read_text()
