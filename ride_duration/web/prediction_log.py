@@ -43,13 +43,19 @@ if t.TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RECORDS = Counter("ride_duration_prediction_log_records", "Rides for the prediction log, by outcome "
-                  "(written to the file, or dropped because the writer's queue was full).", ["outcome"])
-WRITTEN = RECORDS.labels("written")
-DROPPED = RECORDS.labels("dropped")
+_records: Counter | None = None
 BATCH = 500
 """Queue entries written per file write (one write + flush per batch)."""
 STOP = None
+
+
+def records_counter() -> Counter:
+    """The counter, registered on first use: with the log off, ``/metrics`` does not show it."""
+    global _records
+    if _records is None:
+        _records = Counter("ride_duration_prediction_log_records", "Rides for the prediction log, by outcome "
+                           "(written to the file, or dropped because the writer's queue was full).", ["outcome"])
+    return _records
 
 
 class PredictionLog:
@@ -64,6 +70,8 @@ class PredictionLog:
         self.pid: int | None = None
         self.queue: queue.Queue[t.Any] = queue.Queue(queue_size)
         self.thread: threading.Thread | None = None
+        self.written = records_counter().labels("written")
+        self.dropped = records_counter().labels("dropped")
 
     def __call__(self, rides: t.Sequence[t.Mapping[str, t.Any]], predictions: t.Sequence[float],
                  model_version: str) -> None:
@@ -75,7 +83,7 @@ class PredictionLog:
         try:
             self.queue.put_nowait(entry)
         except queue.Full:
-            DROPPED.inc(len(rides))
+            self.dropped.inc(len(rides))
 
     def start(self) -> None:
         """Start this process's writer (post_fork; or lazily on first use outside gunicorn)."""
@@ -136,7 +144,7 @@ class PredictionLog:
                 continue
             record = logging.makeLogRecord({"msg": b"".join(chunks).decode()})
             handler.handle(record)  # RotatingFileHandler: roll over if this would pass max_bytes, write, flush
-            WRITTEN.inc(count)
+            self.written.inc(count)
         handler.close()
 
 
