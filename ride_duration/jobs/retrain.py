@@ -209,6 +209,9 @@ def run(args: argparse.Namespace) -> int:
     if not settings.mlflow_tracking_uri:
         summary("error: needs MLFLOW_TRACKING_URI (the tracking server's URL)")
         return EXIT_ERROR
+    from ..registry.client import bound_http
+
+    bound_http(timeout=60, max_retries=3)  # as the gate: a registry that is down fails in minutes, not hangs
     try:
         if args.month == LATEST:
             args.month = latest_month(settings)
