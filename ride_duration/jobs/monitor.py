@@ -66,6 +66,7 @@ def build(reference: str, current: str, model: LoadedModel, data_dir: Path | Non
         raise sources.SourceError(f"no scorable rides on the {side} side")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # scipy's divide-by-zero inside chi-square on empty bins
+        warnings.filterwarnings("ignore", message="The inplace keyword")  # Evidently's own pandas 3 deprecation
         columns, snapshot = drift.column_drift(sample(ref_rides, sample_rows), sample(cur_rides, sample_rows))
     prediction = columns.pop(drift.PREDICTION)
     prediction.update(reference_mean=float(ref_rides["prediction"].mean()),
