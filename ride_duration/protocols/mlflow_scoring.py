@@ -241,7 +241,8 @@ def invocations() -> Response:
     """Score a batch: MLflow envelope in, ``{"predictions": [...]}`` out (one model call)."""
     model = get_holder(current_app).require()
     rows = parse_invocation(request.get_data(cache=False), request.mimetype, request.mimetype_params)
-    body, n = service.predict_payload(rows, model, current_app.config["MAX_BATCH_SIZE"])
+    body, n = service.predict_payload(rows, model, current_app.config["MAX_BATCH_SIZE"],
+                                      current_app.extensions.get("prediction_log"))
     g.rides = n
     g.model_version = model.version
     response = json_response({"predictions": body["durations"]})

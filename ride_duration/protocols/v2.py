@@ -216,12 +216,13 @@ def tensor_paths(exc: InvalidInput) -> InvalidInput:
     return exc
 
 
-def infer(payload: t.Any, model: LoadedModel, name: str, max_batch: int) -> tuple[dict[str, t.Any], int]:
+def infer(payload: t.Any, model: LoadedModel, name: str, max_batch: int,
+          sink: service.PredictionSink | None = None) -> tuple[dict[str, t.Any], int]:
     """One inference request → the V2 response body and the number of rides."""
     req = parse_request(payload)
     rides = rides_from_tensors(req)
     try:
-        body, n = service.predict_payload(rides, model, max_batch)
+        body, n = service.predict_payload(rides, model, max_batch, sink)
     except InvalidInput as exc:
         raise tensor_paths(exc) from None
     durations = body["durations"]
@@ -301,7 +302,8 @@ def infer_route(name: str, version: str | None = None) -> Response:
         raise MalformedJSON("the binary tensor data extension is not supported; send JSON tensors")
     served, model = served_model(name, version)
     payload = service.parse_json(request.get_data(cache=False))
-    body, n = infer(payload, model, served, current_app.config["MAX_BATCH_SIZE"])
+    body, n = infer(payload, model, served, current_app.config["MAX_BATCH_SIZE"],
+                    current_app.extensions.get("prediction_log"))
     g.rides = n
     g.model_version = model.version
     response = json_response(body)
