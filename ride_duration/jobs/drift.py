@@ -8,9 +8,8 @@ on 1,000 rows or fewer, chi-square (zones) and two-sample Kolmogorov-Smirnov (nu
 with threshold 0.05 (drift when p < 0.05). The test that ran is recorded in the report, so a
 reader never has to guess. A month compared with itself scores 0 on the distances.
 
-Evidently 0.7.23 imports ``pandas.core.dtypes.common.infer_dtype_from_object`` at start-up,
-which pandas 3 removed; only its legacy ``TestColumnsType`` calls it, which this job never
-runs. :func:`import_evidently` supplies a stand-in that raises if it is ever called.
+Evidently 0.7 does not import under pandas 3 (it imports a function pandas 3 removed), so the
+train category pins ``pandas<3``.
 """
 
 from __future__ import annotations
@@ -26,26 +25,12 @@ NUMERICAL = ("trip_distance",)
 PREDICTION = "prediction"
 
 
-def import_evidently() -> t.Any:
-    """``import evidently`` under pandas 3 (see the module docstring)."""
-    import pandas.core.dtypes.common as common
-
-    if not hasattr(common, "infer_dtype_from_object"):
-        def infer_dtype_from_object(dtype: t.Any) -> t.NoReturn:
-            raise NotImplementedError("removed in pandas 3; evidently's legacy TestColumnsType is not supported")
-
-        common.infer_dtype_from_object = infer_dtype_from_object  # type: ignore[attr-defined]
-    import evidently
-
-    return evidently
-
-
 def column_drift(reference: pd.DataFrame, current: pd.DataFrame) -> tuple[dict[str, dict[str, t.Any]], t.Any]:
     """Drift per column of :data:`CATEGORICAL`, :data:`NUMERICAL` and :data:`PREDICTION`.
 
     :return: ``{column: {method, score, threshold, drift}}`` and Evidently's snapshot (for its HTML).
     """
-    evidently = import_evidently()
+    import evidently
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import ValueDrift
 
