@@ -26,11 +26,12 @@ def create_app(overrides: t.Mapping[str, t.Any] | None = None) -> Flask:
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep "code" before "message"
 
-    from . import api, errors, holder, logs, metrics, request_id
+    from . import api, body_deadline, errors, holder, logs, metrics, request_id
 
     logs.init_app(app, settings)  # first: JSON logs before the model loads; its access line runs last
     errors.init_app(app)
     request_id.init_app(app)
+    body_deadline.init_app(app, settings)  # 408 for bodies that trickle (after the request ID)
     holder.init_app(app, settings)
     metrics.init_app(app, holder.get_holder(app))
     app.register_blueprint(api.bp)
