@@ -20,9 +20,10 @@ export PIPENV_IGNORE_VIRTUALENVS := 1
 export PIPENV_NOSPIN := 1
 export PIPENV_YES := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export NO_MKDOCS_2_WARNING := 1
 
 .PHONY: help serve test test-python lint quality_checks build container-test lint-deploy \
-        bench bench-smoke soak fuzz train system-deps install install-dev clean
+        bench bench-smoke soak fuzz train docs docs-serve system-deps install install-dev clean
 
 help:  ## list the targets
 	@grep -E '^[a-z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -38,7 +39,7 @@ $(VENV)/.runtime: Pipfile.lock | $(PIPENV)
 	@touch $@
 
 $(VENV)/.dev: Pipfile.lock | $(PIPENV)
-	$(PIPENV) sync --python $(PYTHON) --categories "packages dev-packages train"
+	$(PIPENV) sync --python $(PYTHON) --categories "packages dev-packages train stream lambda spark"
 	@touch $@ $(VENV)/.runtime
 
 # checkov's pins fight the dev tools, so it lives in its own venv, still from the lock's hashes.
@@ -51,8 +52,9 @@ $(IAC)/.installed: Pipfile.lock | $(PIPENV)
 install: $(VENV)/.runtime  ## runtime environment only (what the image carries)
 install-dev: $(VENV)/.dev $(IAC)/.installed  ## runtime + dev tools + training/MLflow + checkov
 
-system-deps:  ## Debian packages the tests use: chromium (browser), wrk (bench), docker.io/docker-compose/debootstrap (containers)
+system-deps:  ## Debian packages the tests use: chromium (browser), curl (docs examples), wrk (bench), docker.io/docker-compose/debootstrap (containers)
 	@missing=""; command -v chromium >/dev/null || missing="$$missing chromium"; \
+	 command -v curl >/dev/null || missing="$$missing curl"; \
 	 command -v wrk >/dev/null || missing="$$missing wrk"; \
 	 command -v dockerd >/dev/null || missing="$$missing docker.io"; \
 	 command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
@@ -67,13 +69,20 @@ system-deps:  ## Debian packages the tests use: chromium (browser), wrk (bench),
 serve: $(VENV)/.runtime  ## serve the bundled model on :9696 (PORT, WEB_CONCURRENCY, MODEL_PATH, ...)
 	PORT=$(PORT) $(VENV)/bin/gunicorn
 
-test: install-dev system-deps  ## the whole suite: pytest (unit, service, registry, protocols, browser, faults), then the container test
+test: install-dev system-deps  ## the whole suite: pytest (unit, service, registry, protocols, browser, faults, docs build + examples), then the container test
 	@$(MAKE) --no-print-directory test-python
 	@$(MAKE) --no-print-directory container-test
 
 test-python: install-dev  ## pytest only
 	@set +e; $(VENV)/bin/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	 if [ $$rc -eq 5 ]; then echo "pytest collected no tests: treated as a failure"; exit 1; fi; exit $$rc
+
+# --- documentation ---------------------------------------------------------------------------
+docs: $(VENV)/.dev  ## build the docs site with mkdocs --strict into site/ (tests/test_docs_site.py runs the same in make test)
+	$(VENV)/bin/mkdocs build --strict
+
+docs-serve: $(VENV)/.dev  ## preview the docs site on http://127.0.0.1:8000 (rebuilds on change)
+	$(VENV)/bin/mkdocs serve --strict -a 127.0.0.1:$${DOCS_PORT:-8000}
 
 # --- quality, build, delivery ---------------------------------------------------------------------
 lint: install-dev  ## ruff, gunicorn --check-config, and the deployment validators

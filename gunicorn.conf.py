@@ -20,7 +20,7 @@ import shutil
 import sys
 import tempfile
 
-DEFAULT_WORKER_CLASS = "ride_duration.worker.GeventWorker"
+DEFAULT_WORKER_CLASS = "ride_duration.web.worker.GeventWorker"
 
 
 def _worker_class_in_effect(default: str) -> str:
@@ -46,7 +46,7 @@ if "gevent" in _worker_class_in_effect(DEFAULT_WORKER_CLASS).lower():
         warnings.filterwarnings("ignore", category=monkey.MonkeyPatchWarning)
         monkey.patch_all()
 
-from ride_duration.config import Settings  # noqa: E402 - after the patch; pydantic and flask, not the app
+from ride_duration.config import Settings  # noqa: E402 - after the patch; pydantic only, not the app
 
 _settings = Settings()
 
@@ -64,14 +64,15 @@ graceful_timeout = 30   # SIGTERM: finish in-flight requests within this (compos
 max_requests = 20000    # recycle workers now and then to bound any slow leak
 max_requests_jitter = 2000
 
-# Connections (docs/hardening.md). HEADER_TIMEOUT and SEND_TIMEOUT are applied by the worker class.
+# Connections (docs/hardening.md). HEADER_TIMEOUT and SEND_TIMEOUT are applied by the worker class
+# (ride_duration.web.worker), the body deadline by the app (ride_duration.web.body_deadline).
 keepalive = _settings.keepalive_timeout
 worker_connections = _settings.worker_connections
 limit_request_line = _settings.limit_request_line
 limit_request_fields = _settings.limit_request_fields
 limit_request_field_size = _settings.limit_request_field_size
 
-accesslog = None        # the app writes one JSON line per request (ride_duration.logs)
+accesslog = None        # the app writes one JSON line per request (ride_duration.web.access_log)
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 # gunicorn's own messages as JSON lines on stdout, same formatter as the app (ride_duration.logs):
@@ -103,7 +104,7 @@ def post_fork(server, worker):
         callback()
 
 
-# ---- Prometheus multiprocess mode (ride_duration.metrics) ---------------------------------------
+# ---- Prometheus multiprocess mode (ride_duration.web.metrics) -----------------------------------
 # PROMETHEUS_MULTIPROC_DIR comes from the environment (Dockerfile ENV, k8s env; a tmpfs/emptyDir).
 # When it is absent (make serve, a bare gunicorn), the master creates a private directory and
 # sets the variable before the app is preloaded, so /metrics adds up across workers anyway; the
@@ -171,7 +172,7 @@ def child_exit(server, worker):
     archive files so they stay in the totals without one file set per dead worker."""
     if _metrics_dir():
         try:
-            from ride_duration.metrics import process_exited
+            from ride_duration.web.metrics import process_exited
 
             process_exited(worker.pid)
         except Exception:  # an exception here would stop the master; metrics must not do that

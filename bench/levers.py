@@ -4,9 +4,9 @@ Builds the app as gunicorn's gevent worker runs it (gevent patched first, bundle
 calls the WSGI app directly with one prepared ``POST /predict`` of one ride, timing CPU
 (``time.process_time``) over many requests, with one piece removed at a time:
 
-* ``metrics``       the ``after_request`` hook counting and timing the request (ride_duration.metrics)
-* ``access_log``    the JSON access line (ride_duration.logs), written to /dev/null here
-* ``request_id``    ``X-Request-ID`` in and out (ride_duration.request_id)
+* ``metrics``       the ``after_request`` hook counting and timing the request (ride_duration.web.metrics)
+* ``access_log``    the JSON access line (ride_duration.web.access_log), written to /dev/null here
+* ``request_id``    ``X-Request-ID`` in and out (ride_duration.web.request_id)
 * ``body_deadline`` the middleware reading the body under the pace deadline
 * ``all_hooks``     every before/after hook and the middleware at once (what is left is Flask +
                     validation + the model)
@@ -56,7 +56,8 @@ def environ() -> dict[str, t.Any]:
 
 def variant(app: t.Any, name: str) -> t.Callable[[], None]:
     """Remove one piece from ``app``; returns the undo."""
-    from ride_duration import body_deadline, logs, metrics, request_id
+    from ride_duration.web import access_log as logs
+    from ride_duration.web import body_deadline, metrics, request_id
 
     before, after = app.before_request_funcs.setdefault(None, []), app.after_request_funcs.setdefault(None, [])
     pieces = {

@@ -1,43 +1,33 @@
 """NYC green-taxi ride-duration prediction service.
 
-``create_app()`` builds the Flask app: settings from the environment (plus
-``overrides`` for tests), JSON errors, request IDs, the start-up model, routes.
+``create_app()`` (in :mod:`ride_duration.app`) builds the Flask app. It is imported lazily, so
+the offline jobs (``python -m ride_duration …``) do not pay for Flask.
+
+Layers, each importing only those below it (``tests/test_architecture.py`` checks this):
+
+* base: ``config``, ``errors``, ``features``, ``schemas``, ``logs``
+* ``model``: the loaded model, its checks and the holder it is swapped in
+* ``registry``: the MLflow registry (fetch, watch, hand-off, model format, promotion)
+* ``startup``: the one place that chooses registry or bundled model
+* ``web``: HTTP routes, request IDs, access log, metrics; ``protocols``: MLflow scoring, V2, OpenAPI
+* ``jobs``: offline commands (train, score, …); ``app``: the factory that composes web and protocols
 """
 
 from __future__ import annotations
 
 import typing as t
 
-from flask import Flask
-
 from .config import Settings
+
+if t.TYPE_CHECKING:
+    from .app import create_app
 
 __all__ = ["Settings", "create_app"]
 
 
-def create_app(overrides: t.Mapping[str, t.Any] | None = None) -> Flask:
-    """Build the app. ``overrides`` are :class:`Settings` fields that win over the environment."""
-    settings = Settings(**dict(overrides or {}))
-    app = Flask(__name__, static_folder=None)  # no /static: every route is the API's
-    app.config.from_mapping(
-        SETTINGS=settings,
-        MAX_CONTENT_LENGTH=settings.max_content_length,
-        MAX_BATCH_SIZE=settings.max_batch_size,
-    )
-    app.json.sort_keys = False  # type: ignore[attr-defined]  # keep "code" before "message"
+def __getattr__(name: str) -> t.Any:
+    if name == "create_app":
+        from .app import create_app
 
-    from . import api, body_deadline, errors, holder, logs, metrics, request_id
-
-    logs.init_app(app, settings)  # first: JSON logs before the model loads; its access line runs last
-    errors.init_app(app)
-    request_id.init_app(app)
-    body_deadline.init_app(app, settings)  # 408 for bodies that trickle (after the request ID)
-    holder.init_app(app, settings)
-    metrics.init_app(app, holder.get_holder(app))
-    app.register_blueprint(api.bp)
-    from .protocols import docs, mlflow_scoring, v2
-
-    app.register_blueprint(mlflow_scoring.bp)  # /invocations, /ping, /version
-    app.register_blueprint(v2.bp)  # Open Inference Protocol V2 under /v2
-    app.register_blueprint(docs.bp)  # /openapi.json, /docs
-    return app
+        return create_app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

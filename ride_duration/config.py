@@ -37,10 +37,11 @@ class Settings(BaseSettings):
     max_content_length: int = Field(8 * 1024 * 1024, ge=1024)
     """Largest request body in bytes (413 above it)."""
     log_level: str = "INFO"
+    """Log level of the app and of gunicorn (``DEBUG``, ``INFO``, ``WARNING``, ``ERROR``)."""
 
     # ---- connections: deadlines and limits for every way a client can hold one (docs/hardening.md).
-    # Applied by gunicorn.conf.py and ride_duration.worker (the default gevent worker), and for the
-    # body by ride_duration.body_deadline.
+    # Applied by gunicorn.conf.py and ride_duration.web.worker (the default gevent worker), and for the
+    # body by ride_duration.web.body_deadline.
     header_timeout: float = Field(5.0, gt=0)
     """Seconds a new connection has to deliver its first request line and all headers; then it is
     closed without an answer (silent and trickling connections)."""

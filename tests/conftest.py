@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from ride_duration import create_app
-
-from .synthetic import ROOT, real_month, write_month
+from tests.synthetic import ROOT, real_month, write_month
 
 BUNDLED = ROOT / "model"
 REFERENCE_RIDE = {"PULocationID": 10, "DOLocationID": 50, "trip_distance": 40}

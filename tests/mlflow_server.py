@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from .support import free_port, http
+from tests.support import free_port, http
 
 MLFLOW = str(Path(sys.executable).with_name("mlflow"))
 

@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .synthetic import ROOT
+from tests.synthetic import ROOT
 
 BIN = Path(sys.executable).parent
 

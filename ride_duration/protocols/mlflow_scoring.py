@@ -25,11 +25,12 @@ from flask import Blueprint, Response, current_app, g, request
 from pydantic import BaseModel, ConfigDict, Field, Strict, TypeAdapter, ValidationError
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
-from .. import errors, service
-from ..api import json_response
+from .. import errors
 from ..errors import ServiceError, UnsupportedMediaType
-from ..holder import get_holder
 from ..schemas import describe
+from ..startup import get_holder
+from ..web import service
+from ..web.api import json_response
 
 bp = Blueprint("mlflow", __name__)
 PATHS = ("/invocations", "/ping", "/version")

@@ -19,14 +19,15 @@ import typing as t
 from flask import Blueprint, Response, current_app, g, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .. import errors, service
-from ..api import is_json, json_response
+from .. import errors
 from ..errors import InvalidInput, MalformedJSON, ServiceError, UnsupportedMediaType
-from ..holder import get_holder
 from ..schemas import MAX_REPORTED_ERRORS, describe
+from ..startup import get_holder
+from ..web import service
+from ..web.api import is_json, json_response
 
 if t.TYPE_CHECKING:
-    from ..predictor import LoadedModel
+    from ..model.predictor import LoadedModel
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 SERVER = {"name": "ride-duration", "version": "1", "extensions": []}

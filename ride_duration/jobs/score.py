@@ -1,0 +1,237 @@
+"""Batch scoring: a TLC parquet file in, a predictions parquet file out, streamed in chunks.
+
+    python -m ride_duration score --input rides.parquet --output predictions.parquet
+
+Same model loading as the service (the bundled file with its sha256 check, or the registry),
+same features, same ``LoadedModel.predict``. The input is read ``--chunk-rows`` rows at a
+time (``ParquetFile.iter_batches``) and each chunk is appended to a ``ParquetWriter``, so
+memory stays at about one chunk plus one row group whatever the file size. The output is
+written to a temporary file beside ``--output`` and renamed at the end: a failed run never
+leaves a half file under the final name.
+
+Output columns, one row per input row, in input order:
+
+* ``ride_id``: the row's index in the input file (0-based);
+* ``VendorID`` and the pickup/drop-off timestamps when the input has them;
+* the inputs ``PULocationID``, ``DOLocationID``, ``trip_distance`` as read;
+* ``actual_duration``: minutes between pickup and drop-off (null without timestamps);
+* ``predicted_duration``: minutes, null when the row cannot be scored;
+* ``model_version``;
+* ``reason``: why ``predicted_duration`` is null (missing zone, missing or negative distance,
+  non-integer zone), or a note on a scored row that ``POST /predict`` would refuse (zone
+  outside 1–999, distance above 1000 miles). Such rows are scored as in training, where the
+  validation RMSE included them. Null for ordinary rows.
+
+Needs pyarrow (the ``train`` Pipfile category); the service never imports this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import time
+import typing as t
+from pathlib import Path
+
+from ..config import Settings
+from ..model.loading import ModelLoadError
+from ..schemas import MAX_TRIP_DISTANCE, MAX_ZONE, MIN_ZONE
+from ..startup import load_model
+
+if t.TYPE_CHECKING:
+    import pyarrow as pa
+
+    from ..model.predictor import LoadedModel
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHUNK_ROWS = 100_000
+INPUTS = ("PULocationID", "DOLocationID", "trip_distance")
+TIMESTAMP_PAIRS = (("lpep_pickup_datetime", "lpep_dropoff_datetime"),  # green
+                   ("tpep_pickup_datetime", "tpep_dropoff_datetime"),  # yellow
+                   ("pickup_datetime", "dropOff_datetime"))            # FHV
+ID_COLUMNS = ("VendorID",)
+UNITS_PER_SECOND = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
+
+
+class InputError(Exception):
+    """The input file cannot be scored at all (unreadable, a required column missing)."""
+
+
+def zone_problem(name: str, value: t.Any) -> tuple[int | None, str | None, str | None]:
+    """(zone, reason it cannot be scored, note that the API would refuse it)."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return None, f"missing {name}", None
+    if isinstance(value, float):
+        if not value.is_integer():
+            return None, f"{name} is not an integer", None
+        value = int(value)
+    if not MIN_ZONE <= value <= MAX_ZONE:
+        return value, None, f"{name} outside the API range {MIN_ZONE}-{MAX_ZONE}; scored anyway"
+    return value, None, None
+
+
+def check_row(pu: t.Any, do: t.Any, dist: t.Any) -> tuple[dict[str, t.Any] | None, str | None]:
+    """The ride to predict (or None) and the row's ``reason`` (or None)."""
+    pu, pu_bad, pu_note = zone_problem("PULocationID", pu)
+    do, do_bad, do_note = zone_problem("DOLocationID", do)
+    if pu_bad or do_bad:
+        return None, pu_bad or do_bad
+    if dist is None or (isinstance(dist, float) and math.isnan(dist)):
+        return None, "missing trip_distance"
+    dist = float(dist)
+    if not math.isfinite(dist) or dist < 0:
+        return None, "trip_distance is negative or not finite"
+    note = pu_note or do_note
+    if dist > MAX_TRIP_DISTANCE and note is None:
+        note = f"trip_distance above the API limit of {MAX_TRIP_DISTANCE:g} miles; scored anyway"
+    return {"PULocationID": pu, "DOLocationID": do, "trip_distance": dist}, note
+
+
+def plan_columns(schema: pa.Schema) -> tuple[list[str], tuple[str, str] | None]:
+    """Input columns to read (identity + inputs) and the timestamp pair, if any.
+
+    :raises InputError: a model input column is absent.
+    """
+    names = set(schema.names)
+    missing = [c for c in INPUTS if c not in names]
+    if missing:
+        raise InputError(f"input lacks required column(s): {', '.join(missing)}")
+    times = next((pair for pair in TIMESTAMP_PAIRS if set(pair) <= names), None)
+    read = [c for c in ID_COLUMNS if c in names] + list(times or ()) + list(INPUTS)
+    return read, times
+
+
+def output_schema(schema: pa.Schema, read: list[str]) -> pa.Schema:
+    import pyarrow as pa
+
+    fields = [pa.field("ride_id", pa.int64())] + [schema.field(name) for name in read]
+    fields += [pa.field("actual_duration", pa.float64()), pa.field("predicted_duration", pa.float64()),
+               pa.field("model_version", pa.string()), pa.field("reason", pa.string())]
+    return pa.schema(fields)
+
+
+def actual_minutes(batch: pa.RecordBatch, times: tuple[str, str] | None) -> pa.Array:
+    """Drop-off minus pickup in minutes (as ``data.add_duration``: seconds / 60), null without times."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if times is None:
+        return pa.nulls(batch.num_rows, pa.float64())
+    start, end = (batch.column(name) for name in times)
+    if not (pa.types.is_timestamp(start.type) and pa.types.is_timestamp(end.type)):
+        return pa.nulls(batch.num_rows, pa.float64())
+    unit = max(start.type.unit, end.type.unit, key=UNITS_PER_SECOND.get)  # the finer one; units may differ
+    start, end = (pc.cast(c, pa.timestamp(unit, c.type.tz)) for c in (start, end))
+    ticks = pc.cast(pc.cast(pc.subtract(end, start), pa.duration(unit)), pa.int64())
+    return pc.divide(pc.divide(pc.cast(ticks, pa.float64()), UNITS_PER_SECOND[unit]), 60.0)
+
+
+def score_batch(batch: pa.RecordBatch, first_row: int, model: LoadedModel, schema: pa.Schema,
+                times: tuple[str, str] | None) -> tuple[pa.RecordBatch, int]:
+    """One output chunk for one input chunk; also returns how many rows were scored."""
+    import pyarrow as pa
+
+    n = batch.num_rows
+    columns = [batch.column(name).to_pylist() for name in INPUTS]
+    rides: list[dict[str, t.Any]] = []
+    positions: list[int] = []
+    reasons: list[str | None] = [None] * n
+    for i, (pu, do, dist) in enumerate(zip(*columns, strict=True)):
+        ride, reason = check_row(pu, do, dist)
+        reasons[i] = reason
+        if ride is not None:
+            rides.append(ride)
+            positions.append(i)
+    predicted: list[float | None] = [None] * n
+    if rides:
+        for i, value in zip(positions, model.predict(rides), strict=True):
+            predicted[i] = value
+    arrays = [pa.array(range(first_row, first_row + n), pa.int64())]
+    arrays += [batch.column(field.name) for field in list(schema)[1:-4]]
+    arrays += [actual_minutes(batch, times), pa.array(predicted, pa.float64()),
+               pa.array([model.version] * n, pa.string()), pa.array(reasons, pa.string())]
+    return pa.RecordBatch.from_arrays(arrays, schema=schema), len(rides)
+
+
+def score_file(input_path: Path, output_path: Path, model: LoadedModel,
+               chunk_rows: int = DEFAULT_CHUNK_ROWS) -> dict[str, t.Any]:
+    """Score ``input_path`` into ``output_path``; returns counts for the summary line.
+
+    :raises InputError: the input cannot be read or lacks a model input column.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    started = time.perf_counter()
+    try:
+        # pre_buffer (pyarrow's default) caches every read column chunk until the file is closed:
+        # memory would grow with the file. Without it, one row group's pages at a time.
+        source = pq.ParquetFile(input_path, pre_buffer=False)
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"cannot read {input_path}: {exc}") from exc
+    read, times = plan_columns(source.schema_arrow)
+    schema = output_schema(source.schema_arrow, read)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    partial = output_path.with_name(f".{output_path.name}.{os.getpid()}.partial")
+    rows = scored = 0
+    try:
+        with pq.ParquetWriter(partial, schema) as writer:
+            for batch in source.iter_batches(batch_size=chunk_rows, columns=read):
+                out, n_scored = score_batch(batch, rows, model, schema, times)
+                writer.write_batch(out)
+                rows += batch.num_rows
+                scored += n_scored
+        os.replace(partial, output_path)
+    finally:
+        partial.unlink(missing_ok=True)
+    seconds = time.perf_counter() - started
+    return {"rows": rows, "scored": scored, "not_scored": rows - scored, "seconds": round(seconds, 3),
+            "rows_per_second": round(rows / seconds) if seconds > 0 else None}
+
+
+def run(args: t.Any) -> int:
+    """``score`` sub-command; exit codes: 0 done, 1 model not loadable, 2 bad input."""
+    settings = Settings()
+    try:
+        model = load_model(settings, args.model_path, args.model_uri)
+    except ModelLoadError as exc:
+        log.error("cannot load the model: %s", exc, extra={"event": "score_failed"})
+        return 1
+    try:
+        summary = score_file(args.input, args.output, model, args.chunk_rows)
+    except InputError as exc:
+        log.error("%s", exc, extra={"event": "score_failed"})
+        return 2
+    log.info("scored %s rows into %s", summary["rows"], args.output,
+             extra={"event": "score_done", "input": str(args.input), "output": str(args.output),
+                    "model_version": model.version, **summary})
+    return 0
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """``python -m ride_duration score``."""
+    score = commands.add_parser("score", help="score a TLC parquet file into a predictions parquet file",
+                                description="Score every row of a TLC parquet file with the service's model "
+                                            "and features, streaming in chunks.")
+    score.add_argument("--input", type=Path, required=True, help="TLC trip parquet (green, yellow or FHV)")
+    score.add_argument("--output", type=Path, required=True, help="predictions parquet to write")
+    model = score.add_mutually_exclusive_group()
+    model.add_argument("--model-path", type=Path, default=None,
+                       help="model pickle (sha256 from MODEL_SHA256 or metadata.json beside it); "
+                            "default: MODEL_PATH or the bundled model")
+    model.add_argument("--model-uri", default=None,
+                       help="registry URI such as models:/nyc-taxi-ride-duration@production (MLFLOW_TRACKING_URI)")
+    score.add_argument("--chunk-rows", type=positive_int, default=DEFAULT_CHUNK_ROWS,
+                       help=f"rows per chunk (default {DEFAULT_CHUNK_ROWS})")
+    score.set_defaults(run=run)

@@ -1,0 +1,206 @@
+"""Resolving a model URI in the MLflow registry and fetching it as a checked ``LoadedModel``.
+
+mlflow-skinny only: registry calls and artifact downloads (``MLmodel``, the pickled pipeline,
+the input example); no pyfunc, no pandas. The pickle's sha256 is checked against the model
+version's ``model_sha256`` tag before unpickling. Two kinds of failure: the registry could
+not be asked (:class:`RegistryUnavailable`, try again later) or the model is not fit to
+serve (:class:`CandidateRejected`, don't try this version again).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import math
+import pickle
+import re
+import tempfile
+import typing as t
+import warnings
+from pathlib import Path
+
+import sklearn
+
+from ..model.loading import sha256_bytes
+from ..model.predictor import LoadedModel, ModelCheckError
+from .mlflow_model import SHA256_TAG, example_rides, split_pipeline
+
+if t.TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+log = logging.getLogger(__name__)
+
+MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<ref>[^/]+))?/?$")
+RUNS_URI = re.compile(r"^runs:/(?P<run_id>[^/]+)/(?P<path>.+?)/?$")
+
+
+
+
+class RegistryUnavailable(Exception):
+    """The registry could not be asked, or the URI points at nothing yet; try again later."""
+
+
+class CandidateRejected(Exception):
+    """The model the URI points at is not fit to serve; don't try this one again."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """What a model URI points at right now."""
+
+    uri: str
+    artifact_uri: str
+    name: str | None = None
+    version: str | None = None
+    alias: str | None = None
+    stage: str | None = None
+    run_id: str | None = None
+    tags: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """Identity of the artifact: a registered version, else its location."""
+        return f"{self.name}/{self.version}" if self.version else self.artifact_uri
+
+    @property
+    def label(self) -> str:
+        """The ``model_version`` responses carry."""
+        if self.version:
+            return f"{self.name}-v{self.version}"
+        return f"run-{(self.run_id or 'unknown')[:12]}"
+
+
+def short(exc: BaseException, limit: int = 300) -> str:
+    """One line of an exception, for ``/ready`` and logs (MLflow's messages run long)."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:limit]}{'…' if len(text) > limit else ''}"
+
+
+def resolve(client: MlflowClient, uri: str) -> Target:
+    """Ask the registry what ``uri`` points at. :raises RegistryUnavailable: cannot tell (now)."""
+    from mlflow.exceptions import MlflowException
+
+    runs = RUNS_URI.match(uri)
+    if runs:
+        return Target(uri, uri, run_id=runs["run_id"])
+    match = MODELS_URI.match(uri)
+    if not match:
+        raise RegistryUnavailable(f"unsupported MODEL_URI {uri!r}")
+    name, alias, ref = match["name"], match["alias"], match["ref"]
+    try:
+        if alias:
+            mv = client.get_model_version_by_alias(name, alias)
+        elif ref is None and name.startswith("m-"):
+            return Target(uri, uri)  # a logged model id: fixed artifacts, no registry entry
+        elif ref is not None and ref.isdigit():
+            mv = client.get_model_version(name, ref)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # stages are deprecated since MLflow 2.9
+                stages = None if ref in (None, "latest") else [ref]
+                found = client.get_latest_versions(name, stages)
+            if not found:
+                raise RegistryUnavailable(f"model {name!r} has no version in stage {ref or 'latest'}")
+            mv = max(found, key=lambda v: int(v.version))
+        artifact_uri = client.get_model_version_download_uri(mv.name, mv.version)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            what = f"alias @{alias}" if alias else f"version {ref}"
+            raise RegistryUnavailable(f"{what} of model {name!r} not found in the registry") from exc
+        raise RegistryUnavailable(f"registry request failed: {short(exc)}") from exc
+    return Target(uri, artifact_uri, name=mv.name, version=str(mv.version), alias=alias,
+                  stage=None if alias or (ref or "").isdigit() else (ref or "latest"),
+                  run_id=mv.run_id or None, tags=dict(mv.tags or {}))
+
+
+def download(artifact_uri: str, dst: str) -> Path:
+    """One artifact file. :raises RegistryUnavailable: on any transport or lookup error."""
+    import mlflow.artifacts
+
+    try:
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=dst))
+    except Exception as exc:  # noqa: BLE001 - mlflow raises many types for "could not fetch"
+        raise RegistryUnavailable(f"cannot download {artifact_uri.rsplit('/', 1)[-1]}: {short(exc)}") from exc
+
+
+def run_metrics(client: MlflowClient, run_id: str | None, warnings_out: list[str]) -> dict[str, float] | None:
+    if not run_id:
+        return None
+    try:
+        return dict(client.get_run(run_id).data.metrics)
+    except Exception as exc:  # noqa: BLE001 - metrics are informative; the model still serves
+        warnings_out.append(f"run metrics unavailable: {short(exc, 120)}")
+        return None
+
+
+def load(client: MlflowClient, target: Target) -> LoadedModel:
+    """Download, verify, unpickle and check the model at ``target``.
+
+    :raises RegistryUnavailable: the artifacts could not be fetched (transient).
+    :raises CandidateRejected: the artifacts are not a servable model (permanent).
+    """
+    import yaml
+
+    notes: list[str] = []
+    base = target.artifact_uri.rstrip("/")
+    with tempfile.TemporaryDirectory(prefix="ride-duration-model-") as tmp:
+        mlmodel = yaml.safe_load(download(f"{base}/MLmodel", tmp).read_text()) or {}
+        flavor = (mlmodel.get("flavors") or {}).get("sklearn")
+        if not flavor:
+            raise CandidateRejected("not an sklearn-flavour MLflow model")
+        if flavor.get("serialization_format", "cloudpickle") not in ("cloudpickle", "pickle"):
+            raise CandidateRejected(f"serialization format {flavor.get('serialization_format')!r} is not "
+                                    "supported by the service; log with serialization_format='cloudpickle'")
+        blob = download(f"{base}/{flavor.get('pickled_model', 'model.pkl')}", tmp).read_bytes()
+        example_info = mlmodel.get("saved_input_example_info") or {}
+        example = None
+        if example_info.get("artifact_path"):
+            example = json.loads(download(f"{base}/{example_info['artifact_path']}", tmp).read_text())
+    digest = sha256_bytes(blob)
+    expected = target.tags.get(SHA256_TAG)
+    if expected and expected.lower() != digest:
+        raise CandidateRejected(f"sha256 mismatch: tag {SHA256_TAG} says {expected[:12]}…, artifact has "
+                                f"{digest[:12]}…; refusing to unpickle")
+    if not expected:
+        notes.append(f"no {SHA256_TAG} tag on the model version: integrity not verified")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            dv, regressor = split_pipeline(pickle.loads(blob))  # noqa: S301 - registry is trusted, digest checked
+        except ModelCheckError as exc:
+            raise CandidateRejected(str(exc)) from exc
+        except Exception as exc:  # noqa: BLE001 - any unpickling failure disqualifies the model
+            raise CandidateRejected(f"cannot unpickle model: {short(exc)}") from exc
+    notes += sorted({f"{w.category.__name__}: {w.message}" for w in caught})
+    run_id = target.run_id or mlmodel.get("run_id")
+    metadata = dict(mlmodel.get("metadata") or {})
+    metrics = run_metrics(client, run_id, notes)
+    if metrics is not None:
+        metadata["metrics"] = metrics
+    info = {
+        "name": target.name or mlmodel.get("model_id"), "uri": target.uri, "alias": target.alias,
+        "stage": target.stage, "registered_version": target.version, "run_id": run_id,
+        "artifact_uri": target.artifact_uri, "sha256": digest, "sha256_verified": bool(expected),
+        "metrics": metadata.get("metrics"), "metadata": metadata,
+        "sklearn_version": sklearn.__version__, "trained_sklearn_version": flavor.get("sklearn_version"),
+        "loaded_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "warnings": notes,
+    }
+    try:
+        model = LoadedModel.build(dv, regressor, version=target.label, source="registry", info=info)
+        if example is not None:
+            check_example(model, example_rides(example))
+    except ModelCheckError as exc:
+        raise CandidateRejected(str(exc)) from exc
+    return model
+
+
+def check_example(model: LoadedModel, rides: list[dict[str, t.Any]]) -> None:
+    """The logged input example must give one finite prediction per ride (both paths).
+
+    :raises ModelCheckError: otherwise.
+    """
+    for out in (model.predict(rides), model.predict_general(rides).ravel().tolist()):
+        if len(out) != len(rides) or not all(math.isfinite(v) for v in out):
+            raise ModelCheckError("input example gave NaN, infinite or missing predictions")

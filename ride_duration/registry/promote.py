@@ -1,0 +1,220 @@
+"""Register a trained model in MLflow and promote it through a champion/challenger gate.
+
+Called by ``train.py --register`` (training side: full mlflow and pandas; never
+imported by the service). Steps:
+
+1. one run: params, validation RMSE, the data files (as dataset inputs, and as
+   artifacts when local), and the model as a pyfunc-servable sklearn pipeline
+   (``ride_duration.mlflow_model``) with signature, input example and explicit pins;
+2. register it under ``--model-name`` / ``MODEL_NAME`` and tag its sha256;
+3. the gate: candidate and current ``@production`` are both loaded back through
+   ``mlflow.pyfunc`` and scored on the same validation rides. The alias (and, with
+   ``--legacy-stage``, the deprecated ``Production`` stage) moves only if the candidate's
+   RMSE is lower; otherwise the candidate is tagged ``gate=rejected`` with the reason.
+
+Exit codes (same as ``train.py``): 0 promoted, 3 kept the champion, 1 error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import tempfile
+import typing as t
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ..config import Settings
+from ..features import RAW_COLUMNS
+from ..model.loading import sha256_bytes
+from ..model.predictor import LoadedModel, ModelCheckError
+from .client import bound_http
+from .mlflow_model import (
+    GATE_REASON_TAG,
+    GATE_TAG,
+    MODEL_ARTIFACT,
+    SHA256_TAG,
+    build_pipeline,
+    write_code_package,
+)
+
+if t.TYPE_CHECKING:
+    import pandas as pd
+    from mlflow import MlflowClient
+
+log = logging.getLogger(__name__)
+
+EXIT_PROMOTED = 0
+EXIT_ERROR = 1
+EXIT_KEPT_CHAMPION = 3
+MAX_DATA_ARTIFACT_BYTES = 200 * 1024 * 1024
+"""Local data files up to this size are copied into the run's artifacts."""
+
+
+def requirements() -> list[str]:
+    """Exact pins for the logged model (skips MLflow's slow requirement inference)."""
+    from importlib.metadata import version
+
+    return [f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "scikit-learn", "numpy", "cloudpickle", "pandas")]
+
+
+def summary(text: str) -> None:
+    """The one line a person or CI job reads."""
+    print(f"gate: {text}", flush=True)
+
+
+def log_data(info: dict[str, t.Any], valid_rides: pd.DataFrame) -> None:
+    """Record the training and validation data as dataset inputs, and copy local files."""
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    for context in ("train", "valid"):
+        source = str(info[f"{context}_data"]["source"])
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "source can be interpreted in multiple ways", schema hints
+                if context == "valid":
+                    dataset = mlflow.data.from_pandas(valid_rides[list(RAW_COLUMNS) + ["duration"]],
+                                                      source=source, targets="duration", name=Path(source).name)
+                else:
+                    dataset = MetaDataset(resolve_dataset_source(source), name=Path(source).name)
+                mlflow.log_input(dataset, context="training" if context == "train" else "validation")
+        except Exception as exc:  # noqa: BLE001 - lineage is recorded as a param anyway
+            log.warning("could not record %s data %s as a dataset input: %s", context, source, exc)
+        path = Path(source)
+        if path.is_file() and path.stat().st_size <= MAX_DATA_ARTIFACT_BYTES:
+            mlflow.log_artifact(str(path), artifact_path=f"data/{context}")
+
+
+def log_and_register(args: argparse.Namespace, name: str, dv: t.Any, lr: t.Any, info: dict[str, t.Any],
+                     valid_rides: pd.DataFrame) -> tuple[str, str]:
+    """Log the run and the model, register it; returns ``(version, run_id)``."""
+    import mlflow
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    mlflow.set_experiment(args.experiment)
+    with mlflow.start_run() as run:
+        mlflow.log_params({
+            **{k: v for k, v in info.get("params", {}).items()},
+            "train_data": info["train_data"]["source"], "train_rows": info["train_data"]["rows"],
+            "valid_data": info["valid_data"]["source"], "valid_rows": info["valid_data"]["rows"],
+            "n_features": len(getattr(dv, "feature_names_", [])),
+        })
+        mlflow.log_metrics({k: float(v) for k, v in info["metrics"].items()})
+        log_data(info, valid_rides)
+        pipeline = build_pipeline(dv, lr)
+        example = valid_rides[list(RAW_COLUMNS)].head(5).reset_index(drop=True)
+        with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
+            # MLflow's own noise: "integer columns can't hold NaN" (rides are cleaned), a pandas deprecation
+            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+            warnings.filterwarnings("ignore", message="Operation with range is deprecated")
+            signature = infer_signature(example, np.asarray(pipeline.predict(example), dtype=float))
+            model_info = mlflow.sklearn.log_model(
+                pipeline, name=MODEL_ARTIFACT, serialization_format="cloudpickle", signature=signature,
+                input_example=example, code_paths=[str(write_code_package(Path(tmp)))],
+                pip_requirements=requirements(), metadata=info, registered_model_name=name)
+    version = str(model_info.registered_model_version)
+    client = mlflow.MlflowClient()
+    with tempfile.TemporaryDirectory() as tmp:
+        uri = client.get_model_version_download_uri(name, version)
+        pickled = mlflow.artifacts.download_artifacts(artifact_uri=f"{uri}/model.pkl", dst_path=tmp)
+        digest = sha256_bytes(Path(pickled).read_bytes())
+    client.set_model_version_tag(name, version, SHA256_TAG, digest)
+    client.set_model_version_tag(name, version, "valid_rmse", f"{info['metrics']['valid_rmse']:.6f}")
+    log.info("registered %s version %s (run %s, sha256 %s)", name, version, run.info.run_id, digest[:12])
+    return version, run.info.run_id
+
+
+def champion_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    """The version the alias points at, or None when it is not set."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST" or "not found" in str(exc).lower():
+            return None
+        raise
+
+
+def score(name: str, version: str, valid_rides: pd.DataFrame) -> float:
+    """Validation RMSE of a registered version served through ``mlflow.pyfunc`` (inf if not finite)."""
+    import mlflow.pyfunc
+
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    predicted = np.asarray(model.predict(valid_rides[list(RAW_COLUMNS)]), dtype=float).ravel()
+    actual = valid_rides["duration"].to_numpy(dtype=float)
+    rmse = float(np.sqrt(np.mean((actual - predicted) ** 2)))
+    return rmse if math.isfinite(rmse) else math.inf
+
+
+def promote(client: MlflowClient, name: str, version: str, alias: str, legacy_stage: bool) -> None:
+    """Move the alias (and optionally the deprecated stage) to ``version``."""
+    client.set_registered_model_alias(name, alias, version)
+    if legacy_stage:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # stages are deprecated since MLflow 2.9
+            client.transition_model_version_stage(name, version, "Production", archive_existing_versions=True)
+
+
+def gate(client: MlflowClient, name: str, version: str, valid_rides: pd.DataFrame, alias: str,
+         legacy_stage: bool, dv: t.Any, lr: t.Any) -> int:
+    """Champion/challenger: promote ``version`` only if it beats the alias's version."""
+    n = len(valid_rides)
+    try:
+        LoadedModel.build(dv, lr, version=version, source="candidate")
+    except ModelCheckError as exc:
+        return reject(client, name, version, f"candidate fails the serving self-test: {exc}")
+    candidate_rmse = score(name, version, valid_rides)
+    if not math.isfinite(candidate_rmse):
+        return reject(client, name, version, "candidate RMSE is not finite")
+    champion = champion_version(client, name, alias)
+    if champion is None:
+        reason = f"no @{alias} version yet; candidate RMSE {candidate_rmse:.4f} on {n} validation rides"
+    else:
+        champion_rmse = score(name, champion, valid_rides)
+        if not candidate_rmse < champion_rmse:
+            return reject(client, name, version, f"candidate RMSE {candidate_rmse:.4f} is not lower than "
+                          f"champion v{champion} RMSE {champion_rmse:.4f} on the same {n} validation rides")
+        reason = (f"candidate RMSE {candidate_rmse:.4f} < champion v{champion} RMSE {champion_rmse:.4f} "
+                  f"on the same {n} validation rides")
+        client.set_model_version_tag(name, version, "previous_" + alias, champion)
+    promote(client, name, version, alias, legacy_stage)
+    client.set_model_version_tag(name, version, GATE_TAG, "promoted")
+    client.set_model_version_tag(name, version, GATE_REASON_TAG, reason)
+    stage = " and stage Production" if legacy_stage else ""
+    summary(f"promoted {name} v{version} to @{alias}{stage}: {reason}")
+    return EXIT_PROMOTED
+
+
+def reject(client: MlflowClient, name: str, version: str, reason: str) -> int:
+    client.set_model_version_tag(name, version, GATE_TAG, "rejected")
+    client.set_model_version_tag(name, version, GATE_REASON_TAG, reason[:5000])
+    summary(f"kept champion; {name} v{version} rejected: {reason}")
+    return EXIT_KEPT_CHAMPION
+
+
+def register_and_gate(args: argparse.Namespace, dv: t.Any, lr: t.Any, info: dict[str, t.Any],
+                      valid_rides: pd.DataFrame) -> int:
+    """Log, register and gate a trained model; returns the process exit code."""
+    settings = Settings()
+    name = args.model_name or settings.model_name
+    if not settings.mlflow_tracking_uri:
+        summary("error: --register needs MLFLOW_TRACKING_URI (the tracking server's URL)")
+        return EXIT_ERROR
+    bound_http(timeout=60, max_retries=3)
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    try:
+        version, _ = log_and_register(args, name, dv, lr, info, valid_rides)
+        return gate(mlflow.MlflowClient(), name, version, valid_rides, args.alias, args.legacy_stage, dv, lr)
+    except Exception as exc:  # noqa: BLE001 - a CLI: report any failure as one line and exit 1
+        log.exception("registration failed")
+        summary(f"error: {type(exc).__name__}: {str(exc)[:500]}")
+        return EXIT_ERROR

@@ -1,0 +1,84 @@
+"""The prediction core: bytes in, plain dict out. No Flask here.
+
+``predict_body`` is what ``POST /predict`` does, minus HTTP: parse, validate,
+predict with the model the caller passes, and shape the answer.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+import orjson
+
+from ..errors import MalformedJSON
+from ..schemas import validate_rides
+
+if t.TYPE_CHECKING:
+    from ..model.predictor import LoadedModel
+
+
+def parse_json(body: bytes) -> t.Any:
+    """Strict JSON (no ``NaN``/``Infinity`` literals). :raises MalformedJSON: (400)."""
+    if not body:
+        raise MalformedJSON("request body is empty; send a JSON ride or array of rides")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedJSON(f"malformed JSON at line {exc.lineno} column {exc.colno}") from None
+
+
+def predict_payload(payload: t.Any, model: LoadedModel, max_batch: int) -> tuple[dict[str, t.Any], int]:
+    """Validate and predict; returns the response body and the number of rides."""
+    rides, is_batch = validate_rides(payload, max_batch)
+    durations = model.predict(rides)
+    if is_batch:
+        return {"durations": durations, "model_version": model.version}, len(rides)
+    return {"duration": durations[0], "model_version": model.version}, 1
+
+
+def predict_body(body: bytes, model: LoadedModel, max_batch: int) -> tuple[dict[str, t.Any], int]:
+    """``predict_payload`` on a raw JSON body."""
+    return predict_payload(parse_json(body), model, max_batch)
+
+
+def model_card(model: LoadedModel) -> dict[str, t.Any]:
+    """What ``GET /model`` shows: identity, provenance, features and metrics."""
+    info = model.info
+    meta = info.get("metadata") or {}
+    card = {
+        "name": info.get("name"),
+        "version": model.version,
+        "source": model.source,
+        "sha256": info.get("sha256"),
+        "features": meta.get("features", ["PU_DO", "trip_distance"]),
+        "n_features": len(getattr(model.dv, "feature_names_", []) or []),
+        "regressor": type(model.regressor).__name__,
+        "fast_path": model.fast is not None,
+        "trained_at": meta.get("trained_at"),
+        "train_data": meta.get("train_data"),
+        "valid_data": meta.get("valid_data"),
+        "metrics": meta.get("metrics"),
+        "sklearn_version": info.get("sklearn_version"),
+        "trained_sklearn_version": info.get("trained_sklearn_version"),
+    }
+    for key in ("uri", "alias", "run_id", "registered_version", "loaded_at"):
+        if key in info:
+            card[key] = info[key]
+    return card
+
+
+def readiness(model: LoadedModel) -> dict[str, t.Any]:
+    """The body of a 200 ``GET /ready``."""
+    info = model.info
+    body = {
+        "status": "ready",
+        "model_version": model.version,
+        "source": model.source,
+        "sha256": info.get("sha256"),
+        "sklearn_version": info.get("sklearn_version"),
+        "warnings": list(info.get("warnings", [])),
+    }
+    for key in ("name", "uri", "alias", "run_id", "fallback_reason"):
+        if info.get(key) is not None:
+            body[key] = info[key]
+    return body

@@ -1,0 +1,158 @@
+"""``python -m ride_duration score``: streamed batch scoring with the service's model and features."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BUNDLED
+from tests.synthetic import ROOT, make_rides, real_month
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+
+METADATA = json.loads((BUNDLED / "metadata.json").read_text())
+
+
+def score(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ride_duration", "score", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env={"PATH": "/usr/bin:/bin", "LOG_LEVEL": "INFO"})
+
+
+def log_lines(result: subprocess.CompletedProcess[str]) -> list[dict]:
+    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory) -> tuple[Path, Path, object]:
+    """2 300 TLC-shaped rows in 3 row groups, with rows the CLI must keep but cannot (fully) score,
+    scored with ``--chunk-rows 400`` (6 chunks)."""
+    import pandas as pd
+
+    frame = make_rides(2300, seed=11, month="2021-02")
+    frame["PULocationID"] = frame["PULocationID"].astype("Int64")
+    frame.loc[5, "PULocationID"] = pd.NA           # missing zone: not scored
+    frame.loc[17, "trip_distance"] = float("nan")  # missing distance: not scored
+    frame.loc[31, "trip_distance"] = -1.0          # impossible distance: not scored
+    frame.loc[450, "trip_distance"] = 1234.5       # beyond the API limit: scored, with a note
+    frame.loc[1999, "DOLocationID"] = 1200         # zone beyond the API range: scored, with a note
+    base = tmp_path_factory.mktemp("score")
+    source, output = base / "rides.parquet", base / "predictions.parquet"
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), source, row_group_size=1000)
+    result = score("--input", str(source), "--output", str(output), "--chunk-rows", "400")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return source, output, result
+
+
+def test_every_row_comes_back_in_input_order(generated):
+    source, output, result = generated
+    expected = pq.read_table(source)
+    actual = pq.read_table(output)
+
+    assert actual.num_rows == expected.num_rows == 2300
+    assert actual.column("ride_id").to_pylist() == list(range(2300))
+    for name in ("VendorID", "lpep_pickup_datetime", "lpep_dropoff_datetime", "PULocationID", "DOLocationID"):
+        assert actual.column(name).to_pylist() == expected.column(name).to_pylist(), name
+    assert set(actual.column("model_version").to_pylist()) == {METADATA["version"]}
+    done = [line for line in log_lines(result) if line.get("event") == "score_done"]
+    assert len(done) == 1 and done[0]["rows"] == 2300 and done[0]["not_scored"] == 3
+
+
+def test_unusable_rows_are_kept_with_a_reason(generated):
+    _, output, _ = generated
+    rows = pq.read_table(output).to_pylist()
+
+    assert [(rows[i]["predicted_duration"], rows[i]["reason"]) for i in (5, 17, 31)] == [
+        (None, "missing PULocationID"), (None, "missing trip_distance"),
+        (None, "trip_distance is negative or not finite")]
+    for i in (450, 1999):
+        assert rows[i]["predicted_duration"] is not None and "scored anyway" in rows[i]["reason"]
+    ordinary = [r for i, r in enumerate(rows) if i not in (5, 17, 31, 450, 1999)]
+    assert all(r["reason"] is None and r["predicted_duration"] is not None for r in ordinary)
+
+
+def test_predictions_equal_the_service(generated, client):
+    source, output, _ = generated
+    inputs = pq.read_table(source).to_pylist()
+    rows = pq.read_table(output).to_pylist()
+    ids = [i for i, r in enumerate(rows) if r["reason"] is None]
+    rides = [{k: inputs[i][k] for k in ("PULocationID", "DOLocationID", "trip_distance")} for i in ids]
+
+    response = client.post("/predict", json=rides)
+
+    assert response.status_code == 200
+    assert [rows[i]["predicted_duration"] for i in ids] == response.get_json()["durations"]
+    single = client.post("/predict", json=rides[0]).get_json()["duration"]
+    assert rows[ids[0]]["predicted_duration"] == single
+
+
+def test_actual_duration_is_dropoff_minus_pickup_in_minutes(generated):
+    _, output, _ = generated
+    for row in pq.read_table(output).slice(0, 50).to_pylist():
+        expected = (row["lpep_dropoff_datetime"] - row["lpep_pickup_datetime"]).total_seconds() / 60.0
+        assert row["actual_duration"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_input_without_a_model_column_fails_without_output(tmp_path):
+    source, output = tmp_path / "bad.parquet", tmp_path / "out.parquet"
+    pq.write_table(pa.table({"PULocationID": [1], "DOLocationID": [2]}), source)
+
+    result = score("--input", str(source), "--output", str(output))
+
+    assert result.returncode == 2
+    assert "trip_distance" in result.stdout
+    assert list(tmp_path.iterdir()) == [source]
+
+
+def test_rmse_on_the_validation_month_matches_the_model_metadata(tmp_path):
+    month = METADATA["valid_data"]["source"].rsplit("_", 1)[-1].removesuffix(".parquet")
+    source = real_month(month)
+    if source is None:
+        pytest.skip(f"real TLC file for {month} not found (set TLC_DATA_DIR; default ../shared/data)")
+    output = tmp_path / "predictions.parquet"
+
+    result = score("--input", str(source), "--output", str(output))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    table = pq.read_table(output, columns=["actual_duration", "predicted_duration"])
+    pairs = [(a, p) for a, p in zip(*(table.column(c).to_pylist() for c in table.column_names), strict=True)
+             if a is not None and 1.0 <= a <= 60.0 and p is not None]
+    rmse = math.sqrt(sum((a - p) ** 2 for a, p in pairs) / len(pairs))
+    assert len(pairs) == METADATA["valid_data"]["rows"]
+    assert rmse == pytest.approx(METADATA["metrics"]["valid_rmse"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_model_uri_scores_with_the_registered_model(tmp_path, synthetic_months):
+    """``--model-uri`` goes through the service's registry resolve + load + checks."""
+    from tests.mlflow_server import MlflowServer
+
+    train, valid = synthetic_months
+    output = tmp_path / "predictions.parquet"
+    with MlflowServer(tmp_path / "mlflow") as registry:
+        env = {"PATH": "/usr/bin:/bin", "MLFLOW_TRACKING_URI": registry.url}
+        trained = subprocess.run([sys.executable, "train.py", "--train-data", str(train), "--valid-data", str(valid),
+                                  "--no-bundle", "--register", "--model-name", "cli-test"],
+                                 cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+        assert trained.returncode == 0, trained.stderr[-3000:]
+        result = subprocess.run([sys.executable, "-m", "ride_duration", "score", "--input", str(valid), "--output",
+                                 str(output), "--model-uri", "models:/cli-test@production"],
+                                cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    table = pq.read_table(output)
+    assert set(table.column("model_version").to_pylist()) == {"cli-test-v1"}
+    assert table.num_rows == pq.ParquetFile(valid).metadata.num_rows
+    assert table.column("predicted_duration").null_count == 0
+
+
+def test_model_uri_without_a_tracking_server_fails_loudly(tmp_path):
+    result = score("--input", str(tmp_path / "x.parquet"), "--output", str(tmp_path / "y.parquet"),
+                   "--model-uri", "models:/x@production")
+    assert result.returncode == 1
+    assert "needs MLFLOW_TRACKING_URI" in result.stdout

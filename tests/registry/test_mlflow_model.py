@@ -1,0 +1,99 @@
+"""The registered model's format and the registry plumbing that needs no server (fast)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import pytest
+
+from ride_duration.model.loading import load_file
+from ride_duration.model.predictor import GOLDEN_RIDES, ModelCheckError
+from ride_duration.registry.fetch import MODELS_URI, RUNS_URI, Target
+from ride_duration.registry.handoff import Handoff
+from ride_duration.registry.mlflow_model import build_pipeline, example_rides, split_pipeline, write_code_package
+from tests.conftest import BUNDLED
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return pickle.loads((BUNDLED / "lin_reg.bin").read_bytes())
+
+
+def test_pipeline_takes_raw_rides_and_splits_back_into_the_served_pair(pair):
+    pipeline = build_pipeline(*pair)
+    rides = list(GOLDEN_RIDES)
+    expected = load_file(BUNDLED / "lin_reg.bin").predict_general(rides).tolist()
+    actual = pipeline.predict(rides).tolist()
+    assert actual == expected
+    dv, regressor = split_pipeline(pickle.loads(pickle.dumps(pipeline)))
+    assert (dv.feature_names_, regressor.coef_.tolist()) == (pair[0].feature_names_, pair[1].coef_.tolist())
+
+
+def test_split_pipeline_refuses_other_shapes(pair):
+    from sklearn.pipeline import Pipeline
+
+    with pytest.raises(ModelCheckError):
+        split_pipeline(Pipeline([("dv", pair[0]), ("lr", pair[1])]))
+    with pytest.raises(ModelCheckError):
+        split_pipeline({"not": "a model"})
+    assert split_pipeline(pair) == pair
+
+
+@pytest.mark.parametrize("example", [
+    {"columns": ["PULocationID", "DOLocationID", "trip_distance"], "data": [[1, 2, 3.0]]},
+    {"dataframe_split": {"columns": ["PULocationID", "DOLocationID", "trip_distance"], "data": [[1, 2, 3.0]]}},
+    {"dataframe_records": [{"PULocationID": 1, "DOLocationID": 2, "trip_distance": 3.0}]},
+    [{"PULocationID": 1, "DOLocationID": 2, "trip_distance": 3.0}],
+    {"PULocationID": 1, "DOLocationID": 2, "trip_distance": 3.0},
+])
+def test_example_rides_reads_every_logged_form(example):
+    assert example_rides(example) == [{"PULocationID": 1, "DOLocationID": 2, "trip_distance": 3.0}]
+
+
+@pytest.mark.parametrize("example", [{"columns": ["a"], "data": [[1]]}, "text", {"columns": ["x"], "data": [[1, 2]]}])
+def test_example_rides_refuses_examples_without_ride_columns(example):
+    with pytest.raises(ModelCheckError):
+        example_rides(example)
+
+
+def test_code_package_holds_only_the_feature_step(tmp_path):
+    package = write_code_package(tmp_path)
+    assert sorted(p.name for p in package.iterdir()) == ["__init__.py", "features.py"]
+    assert "flask" not in (package / "features.py").read_text().lower()
+
+
+@pytest.mark.parametrize(("uri", "expected"), [
+    ("models:/nyc@production", ("nyc", "production", None)),
+    ("models:/nyc/Production", ("nyc", None, "Production")),
+    ("models:/nyc/3", ("nyc", None, "3")),
+    ("models:/nyc/latest", ("nyc", None, "latest")),
+])
+def test_model_uri_forms(uri, expected):
+    match = MODELS_URI.match(uri)
+    assert match is not None and (match["name"], match["alias"], match["ref"]) == expected
+
+
+def test_runs_uri():
+    match = RUNS_URI.match("runs:/abc123/model")
+    assert match is not None and (match["run_id"], match["path"]) == ("abc123", "model")
+
+
+def test_handoff_round_trip_and_refuses_a_shared_directory(tmp_path, monkeypatch):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    handoff = Handoff(owner_pid=4242)
+    model = load_file(BUNDLED / "lin_reg.bin")
+    target = Target("models:/m@production", "mlflow-artifacts:/x", name="m", version="7", alias="production")
+    handoff.save_model(target.key, target, model)
+    handoff.save_rejected({"m/8": "NaN"})
+    current, rejected = handoff.read()
+    assert current is not None
+    key, restored_target, restored = current
+    assert (key, restored_target, restored.version, rejected) == ("m/7", target, model.version, {"m/8": "NaN"})
+    assert restored.predict(list(GOLDEN_RIDES)) == model.predict(list(GOLDEN_RIDES))
+
+    os.chmod(handoff.dir, 0o777)  # someone else could have written it: never unpickle
+    assert handoff.read() == (None, {})
+    handoff.clear()
+    os.chmod(handoff.dir, 0o700)
+    assert handoff.read() == (None, {})
