@@ -176,3 +176,16 @@ def test_refusals_are_logged_without_the_request_and_nothing_errored(server):
     assert "canarycanary" not in server.log_text()
     errors = [r["message"] for r in log if r["level"] in ("ERROR", "CRITICAL")]
     assert not errors, errors[:3]
+
+
+def test_a_chunked_body_is_still_read_whole(server):
+    body = json.dumps(REFERENCE_RIDE).encode()
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 7]), body[i:i + 7]) for i in range(0, len(body), 7))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + chunks + b"0\r\n\r\n")
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    assert raw.startswith(b"HTTP/1.1 200 "), raw[:300]
+    assert json.loads(raw.partition(b"\r\n\r\n")[2])["duration"] > 0
