@@ -57,7 +57,8 @@ RUN /opt/venv/bin/python -m pip uninstall --yes pip setuptools \
 # in memory. No app code here, so a code change does not rebuild this layer.
 RUN find /opt/venv -type d -name __pycache__ -prune -exec rm -rf {} + \
  && env -u PYTHONDONTWRITEBYTECODE /opt/venv/bin/python -c "import flask, gunicorn.app.wsgiapp, \
-gunicorn.arbiter, gunicorn.workers.sync, gunicorn.glogging, numpy, scipy.sparse, \
+gunicorn.arbiter, gunicorn.workers.sync, gunicorn.workers.ggevent, gunicorn.glogging, gevent.monkey, \
+gevent.server, gevent.pool, gevent.threadpool, gevent.resolver.thread, numpy, scipy.sparse, \
 sklearn.feature_extraction, sklearn.linear_model, sklearn.pipeline, sklearn.preprocessing, \
 pydantic, pydantic_settings, orjson, prometheus_client, prometheus_client.multiprocess, \
 pythonjsonlogger.json, swagger_ui_bundle, yaml, mlflow, mlflow.artifacts, mlflow.exceptions"

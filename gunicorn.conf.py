@@ -2,25 +2,75 @@
 
 Environment knobs gunicorn users already know: ``PORT`` (default 9696) and
 ``WEB_CONCURRENCY`` (workers, default: the CPUs this process may use, 1–8).
-``GUNICORN_CMD_ARGS`` still overrides anything here.
+``GUNICORN_CMD_ARGS`` still overrides anything here. The connection deadlines and limits are
+Settings fields (ride_duration/config.py, docs/hardening.md): ``HEADER_TIMEOUT``,
+``KEEPALIVE_TIMEOUT``, ``BODY_TIMEOUT``, ``BODY_MIN_RATE``, ``SEND_TIMEOUT``,
+``WORKER_CONNECTIONS``, ``LIMIT_REQUEST_LINE``, ``LIMIT_REQUEST_FIELDS``, ``LIMIT_REQUEST_FIELD_SIZE``.
+
+Worker model: gevent (chosen by measurement, docs/hardening.md). A slow or hostile client
+holds a greenlet, not a worker. gevent must patch the standard library before the app is
+preloaded (the registry watcher's threads become greenlets, the MLflow client's sockets
+cooperative), so this file patches at its top when the worker class in effect is a gevent one;
+``-k sync`` (or ``GUNICORN_CMD_ARGS="-k sync"``) still gives the old sync workers, unpatched.
 """
 
 import os
+import shlex
+import shutil
+import sys
+import tempfile
+
+DEFAULT_WORKER_CLASS = "ride_duration.web.worker.GeventWorker"
+
+
+def _worker_class_in_effect(default: str) -> str:
+    """The worker class gunicorn will use: ``-k`` on the command line or in GUNICORN_CMD_ARGS wins
+    over this file, so read them with gunicorn's own parser (this file runs before they apply)."""
+    from gunicorn.config import Config
+
+    parser = Config().parser()
+    chosen = default
+    for argv in (shlex.split(os.environ.get("GUNICORN_CMD_ARGS", "")), sys.argv[1:]):
+        with_class = [a for a in argv if a.startswith(("-k", "--worker-class"))]
+        if with_class:
+            chosen = parser.parse_known_args(argv)[0].worker_class or chosen
+    return chosen
+
+
+if "gevent" in _worker_class_in_effect(DEFAULT_WORKER_CLASS).lower():
+    import warnings
+
+    from gevent import monkey
+
+    with warnings.catch_warnings():  # gunicorn imported ssl before any config file can run
+        warnings.filterwarnings("ignore", category=monkey.MonkeyPatchWarning)
+        monkey.patch_all()
+
+from ride_duration.config import Settings  # noqa: E402 - after the patch; pydantic only, not the app
+
+_settings = Settings()
 
 wsgi_app = "predict:app"
 bind = [f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '9696')}"]
 workers = int(os.environ.get("WEB_CONCURRENCY") or max(1, min(8, len(os.sched_getaffinity(0)))))
-worker_class = "sync"
+worker_class = DEFAULT_WORKER_CLASS
 
 # Load the app (and the model) once in the master: workers share its memory copy-on-write
 # and start in milliseconds. Per-worker threads are started by the post_fork hook below.
 preload_app = True
 
-timeout = 30            # a sync worker silent this long is killed and replaced
+timeout = 30            # a worker whose loop is silent this long is killed and replaced
 graceful_timeout = 30   # SIGTERM: finish in-flight requests within this (compose stop_grace_period 30s)
-keepalive = 5
 max_requests = 20000    # recycle workers now and then to bound any slow leak
 max_requests_jitter = 2000
+
+# Connections (docs/hardening.md). HEADER_TIMEOUT and SEND_TIMEOUT are applied by the worker class
+# (ride_duration.web.worker), the body deadline by the app (ride_duration.web.body_deadline).
+keepalive = _settings.keepalive_timeout
+worker_connections = _settings.worker_connections
+limit_request_line = _settings.limit_request_line
+limit_request_fields = _settings.limit_request_fields
+limit_request_field_size = _settings.limit_request_field_size
 
 accesslog = None        # the app writes one JSON line per request (ride_duration.web.access_log)
 errorlog = "-"
@@ -54,47 +104,73 @@ def post_fork(server, worker):
         callback()
 
 
-# ---- Prometheus multiprocess mode (ride_duration.web.metrics) ---------------------------------------
-# PROMETHEUS_MULTIPROC_DIR comes from the environment (Dockerfile ENV, k8s env; a tmpfs/emptyDir),
-# never from Python: prometheus_client chooses its storage when first imported. Every process
-# writes <dir>/<type>_<pid>.db; /metrics merges the files on each scrape.
-_METRICS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+# ---- Prometheus multiprocess mode (ride_duration.web.metrics) -----------------------------------
+# PROMETHEUS_MULTIPROC_DIR comes from the environment (Dockerfile ENV, k8s env; a tmpfs/emptyDir).
+# When it is absent (make serve, a bare gunicorn), the master creates a private directory and
+# sets the variable before the app is preloaded, so /metrics adds up across workers anyway; the
+# directory is removed when the master exits. prometheus_client chooses its storage when first
+# imported (at preload), never later. Every process writes <dir>/<type>_<pid>.db; /metrics
+# merges the files on each scrape.
+PRIVATE_METRICS_PREFIX = "ride-duration-metrics-"
+
+
+def _metrics_dir():
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def _private_metrics_dir():
+    """The metrics directory if this master created it (its pid is in the name), else None."""
+    directory = _metrics_dir()
+    mine = f"{PRIVATE_METRICS_PREFIX}{os.getpid()}-"
+    if directory and os.path.basename(directory.rstrip("/")).startswith(mine):
+        return directory
+    return None
 
 
 def nworkers_changed(server, new_value, old_value):
-    """Empty the metrics directory once per master, *before* the app is preloaded.
+    """Prepare the metrics directory once per master, *before* the app is preloaded.
 
     gunicorn 26 imports a preloaded app in Arbiter.setup(), before on_starting/when_ready; the
-    first nworkers_changed call (old_value None) is in setup() just ahead of that import. Wiping
-    here drops files of a previous run (a restarted container reuses PIDs and an emptyDir
-    survives it) and keeps the master's start-up samples (the model load counters).
+    first nworkers_changed call (old_value None) is in setup() just ahead of that import. A set
+    directory is emptied (files of a previous run: a restarted container reuses PIDs and an
+    emptyDir survives it); an unset one is created privately. Either way the master's start-up
+    samples (the model load counters) are kept.
     """
     if old_value is not None:
         return
-    if not _METRICS_DIR:
-        if new_value > 1:
-            server.log.warning("PROMETHEUS_MULTIPROC_DIR is not set: /metrics shows one worker's numbers only")
-        return
     if os.environ.get("GUNICORN_PID"):
         return  # USR2 binary upgrade: the old master's workers still write here
-    os.makedirs(_METRICS_DIR, exist_ok=True)
-    for name in os.listdir(_METRICS_DIR):
+    directory = _metrics_dir()
+    if not directory:
+        directory = tempfile.mkdtemp(prefix=f"{PRIVATE_METRICS_PREFIX}{os.getpid()}-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+        server.log.info("PROMETHEUS_MULTIPROC_DIR not set: metrics of all workers merged in %s", directory)
+        return
+    os.makedirs(directory, exist_ok=True)
+    for name in os.listdir(directory):
         if name.endswith(".db"):
-            os.unlink(os.path.join(_METRICS_DIR, name))
+            os.unlink(os.path.join(directory, name))
 
 
 def when_ready(server):
     """Drop the master's live gauges (model_info set during preload): workers publish their own."""
-    if _METRICS_DIR:
+    if _metrics_dir():
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(os.getpid())
 
 
+def on_exit(server):
+    """The master is leaving: remove the metrics directory it created for itself (if it did)."""
+    directory = _private_metrics_dir()
+    if directory:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def child_exit(server, worker):
     """A worker exited (even by SIGKILL): its live gauges go; its counters are folded into the
     archive files so they stay in the totals without one file set per dead worker."""
-    if _METRICS_DIR:
+    if _metrics_dir():
         try:
             from ride_duration.web.metrics import process_exited
 

@@ -80,6 +80,33 @@ class Settings(BaseSettings):
     """Kinesis stream for records that are not valid rides; unset: they are logged (error and
     source, not the payload) and not retried."""
 
+    # ---- connections: deadlines and limits for every way a client can hold one (docs/hardening.md).
+    # Applied by gunicorn.conf.py and ride_duration.web.worker (the default gevent worker), and for the
+    # body by ride_duration.web.body_deadline.
+    header_timeout: float = Field(5.0, gt=0)
+    """Seconds a new connection has to deliver its first request line and all headers; then it is
+    closed without an answer (silent and trickling connections)."""
+    keepalive_timeout: int = Field(5, ge=1)
+    """Seconds an idle keep-alive connection has, after a response, to deliver the next request's
+    complete headers; then it is closed. Whole seconds, at least 1 (gunicorn's 0 would leave headers unbounded)."""
+    body_timeout: float = Field(10.0, gt=0)
+    """Grace seconds for a request body; after them the body must keep up ``body_min_rate``, else
+    408 ``request_timeout`` and the connection is closed."""
+    body_min_rate: int = Field(32 * 1024, ge=1)
+    """Slowest accepted average body pace in bytes/s, once ``body_timeout`` has passed."""
+    send_timeout: float = Field(30.0, gt=0)
+    """Seconds a request may spend waiting on one socket write (a client that never reads its
+    response) or on one body read; then the connection is closed."""
+    worker_connections: int = Field(1000, ge=1)
+    """Open connections per gevent worker; beyond it the worker stops accepting and new
+    connections queue in the kernel's listen backlog (other workers keep accepting)."""
+    limit_request_line: int = Field(4094, ge=64, le=8190)
+    """Longest request line in bytes (gunicorn ``limit_request_line``; 400 above it)."""
+    limit_request_fields: int = Field(100, ge=1, le=32768)
+    """Most header fields per request (gunicorn ``limit_request_fields``; 400 above it)."""
+    limit_request_field_size: int = Field(8190, ge=64)
+    """Longest header field in bytes, name and value (gunicorn ``limit_request_field_size``; 400 above it)."""
+
     @property
     def resolved_model_uri(self) -> str:
         return self.model_uri or f"models:/{self.model_name}@production"

@@ -50,6 +50,13 @@ class PayloadTooLarge(ServiceError):
     code = "payload_too_large"
 
 
+class RequestTimeout(ServiceError):
+    """The request body did not arrive in time (BODY_TIMEOUT / BODY_MIN_RATE)."""
+
+    status_code = 408
+    code = "request_timeout"
+
+
 class InvalidInput(ServiceError):
     status_code = 422
     code = "invalid_input"

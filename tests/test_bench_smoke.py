@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVERS = {"service", "course", "flask-const", "wsgi-const"}
+SERVERS = {"service", "service-sync", "course", "flask-const"}
 
 
 def test_bench_smoke_prints_table_and_writes_json(tmp_path: Path) -> None:
@@ -21,7 +21,7 @@ def test_bench_smoke_prints_table_and_writes_json(tmp_path: Path) -> None:
     assert {"nproc", "cpu", "python", "versions"} <= set(result["machine"])
     for name in SERVERS:
         server = result["servers"][name]
-        for point in ("c1", "c8"):
+        for point in ("c1", "c8", "c8close"):
             assert server[point]["requests"] > 0
             assert {"rps", "p50_ms", "p99_ms", "errors"} <= set(server[point])
         assert server["batch"]["requests"] > 0
@@ -29,6 +29,8 @@ def test_bench_smoke_prints_table_and_writes_json(tmp_path: Path) -> None:
         assert server["memory"]["master_pss_mb"] > 0 and server["memory"]["worker_pss_mb"]
     assert result["servers"]["service"]["c8"]["errors"] == 0
     assert result["servers"]["service"]["batch"]["errors"] == 0
+    slow = result["servers"]["service"]["slow_clients"]  # the slow-client row ran against the default
+    assert slow["answered"] > 0 and slow["failed"] == 0, slow
     assert len(result["targets"]) >= 7
     assert all(t["status"].startswith("n/a") for t in result["targets"])
     assert (tmp_path / "latest.md").read_text().startswith("Run ")

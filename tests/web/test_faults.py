@@ -218,3 +218,83 @@ def test_max_requests_recycling_under_load_fails_nothing(tmp_path: Path) -> None
     print(f"max_requests: {len(seen) - len(first)} workers recycled, outcomes {summary}")
     assert len(seen) - len(first) >= 6, "workers were not recycled"
     assert set(summary) == {"ok"}, summary
+
+
+def test_sigterm_with_keepalive_connections_open_loses_no_request(tmp_path: Path) -> None:
+    """Busy keep-alive connections get their in-flight answers (the last one says Connection:
+    close); idle ones are closed by the server, not left to the SIGKILL; exit within the timeout."""
+    import http.client
+
+    server = Server(workers=2, log_path=tmp_path / "gunicorn.log").start(wait_for="/ready")
+    outcomes: list[tuple[float, float, str]] = []  # (sent, answered, outcome)
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def busy() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        deadline = time.monotonic() + 30
+        while not stop.is_set() and time.monotonic() < deadline:
+            sent = time.monotonic()
+            try:
+                conn.request("POST", "/predict", RIDE, {"Content-Type": "application/json"})
+            except OSError:
+                outcome = "not_sent"  # could not even write: nothing was in flight
+            else:
+                try:
+                    resp = conn.getresponse()
+                    body = resp.read()
+                    outcome = "ok" if resp.status == 200 and b"duration" in body else f"status_{resp.status}"
+                    if resp.will_close:
+                        outcome += "_closed"
+                except (OSError, http.client.HTTPException):
+                    outcome = "lost"  # written, never answered
+            with lock:
+                outcomes.append((sent, time.monotonic(), outcome))
+            if outcome != "ok":
+                break
+        conn.close()
+
+    idle = []
+    try:
+        for _ in range(32):  # idle keep-alive connections: one answered request each, then silence
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+            idle.append(sock)
+        threads = [threading.Thread(target=busy, daemon=True) for _ in range(CLIENTS)]
+        for th in threads:
+            th.start()
+        time.sleep(1.0)
+        signalled = time.monotonic()
+        server.signal(signal.SIGTERM)
+        assert server.proc is not None
+        server.proc.wait(35)
+        exited_in = time.monotonic() - signalled
+        stop.set()
+        for th in threads:
+            th.join(15)
+        idle_closed = 0
+        for sock in idle:  # the rest of the /health answer, then EOF
+            try:
+                while sock.recv(65536):
+                    pass
+                idle_closed += 1
+            except ConnectionResetError:
+                idle_closed += 1
+    finally:
+        for sock in idle:
+            sock.close()
+        server.stop()
+    summary: dict[str, int] = {}
+    for _, _, o in outcomes:
+        summary[o] = summary.get(o, 0) + 1
+    in_flight = sum(1 for s, e, o in outcomes if s < signalled < e and o.startswith("ok"))
+    print(f"SIGTERM with keep-alive: exit in {exited_in:.2f}s, outcomes {summary}, "
+          f"answered across the signal {in_flight}, idle closed {idle_closed}/32")
+    assert server.proc.returncode == 0, server.log_text()[-2000:]
+    assert summary.get("lost", 0) == 0, summary
+    assert not [o for o in summary if o.startswith("status_")], summary
+    assert in_flight >= 1, "no request was in flight at the signal: the test proved nothing"
+    assert summary.get("ok_closed", 0) >= 1, "no answer told its client the connection closes"
+    assert idle_closed == 32, "idle keep-alive connections were not closed by the server"
+    assert exited_in < 30, "gunicorn outlived its graceful timeout"
