@@ -22,6 +22,10 @@ Output columns, one row per input row, in input order:
   outside 1–999, distance above 1000 miles). Such rows are scored as in training, where the
   validation RMSE included them. Null for ordinary rows.
 
+``--engine spark`` runs the same scoring on Spark through ``mlflow.pyfunc.spark_udf``
+(:mod:`ride_duration.jobs.score_spark`; ``--master`` or spark-submit picks the cluster) and
+writes the same columns as a Parquet directory.
+
 Needs pyarrow (the ``train`` Pipfile category); the service never imports this module.
 """
 
@@ -201,7 +205,12 @@ def run(args: t.Any) -> int:
         log.error("cannot load the model: %s", exc, extra={"event": "score_failed"})
         return 1
     try:
-        summary = score_file(args.input, args.output, model, args.chunk_rows)
+        if getattr(args, "engine", "local") == "spark":
+            from . import score_spark
+
+            summary = score_spark.score_file(args.input, args.output, model, args.model_uri, master=args.master)
+        else:
+            summary = score_file(args.input, args.output, model, args.chunk_rows)
     except InputError as exc:
         log.error("%s", exc, extra={"event": "score_failed"})
         return 2
@@ -234,4 +243,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
                        help="registry URI such as models:/nyc-taxi-ride-duration@production (MLFLOW_TRACKING_URI)")
     score.add_argument("--chunk-rows", type=positive_int, default=DEFAULT_CHUNK_ROWS,
                        help=f"rows per chunk (default {DEFAULT_CHUNK_ROWS})")
+    score.add_argument("--engine", choices=("local", "spark"), default="local",
+                       help="local: pyarrow chunks in this process (default); spark: mlflow.pyfunc.spark_udf on "
+                            "Spark, output written as a Parquet directory (needs the spark Pipfile category)")
+    score.add_argument("--master", default=None,
+                       help="Spark master URL for --engine spark (default: spark-submit's, else local[*])")
     score.set_defaults(run=run)
