@@ -57,8 +57,8 @@ def session(master: str | None = None, app_name: str = "ride-duration-score",
     return builder.getOrCreate()
 
 
-def check_rows(pu: t.Any, do: t.Any, dist: t.Any) -> t.Any:
-    """pandas UDF body: ``score.check_row`` per row -> (zone, zone, distance, reason)."""
+def check_rows(pu, do, dist):  # no annotations: pandas_udf would read (string) hints as its UDF kind
+    """Scalar pandas UDF body: ``score.check_row`` per row -> (zone, zone, distance, reason)."""
     import pandas as pd
 
     def one(p: t.Any, d: t.Any, x: t.Any) -> tuple[t.Any, ...]:
