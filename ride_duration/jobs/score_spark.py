@@ -3,7 +3,7 @@
 The registered MLflow model is applied by ``mlflow.pyfunc.spark_udf`` (Spark local mode by
 default, any cluster by ``--master`` or ``spark-submit``). The pyfunc is the logged pipeline,
 so it applies the same feature step (``ride_duration.features``) the service does. Row checks
-(``score.check_row``, same ``reason`` texts) run as a pandas UDF; everything else is Spark SQL.
+(``rows.check_row``, same ``reason`` texts) run as a pandas UDF; everything else is Spark SQL.
 
 Output: the default engine's columns, in the same order and types (``ride_id`` = the row's
 index in the input file), written as a Parquet *directory* (Spark's part files; pyarrow,
@@ -26,7 +26,7 @@ import time
 import typing as t
 from pathlib import Path
 
-from .score import ID_COLUMNS, INPUTS, TIMESTAMP_PAIRS, InputError, check_row
+from .rows import ID_COLUMNS, INPUTS, TIMESTAMP_PAIRS, InputError, check_row
 
 if t.TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -58,7 +58,7 @@ def session(master: str | None = None, app_name: str = "ride-duration-score",
 
 
 def check_rows(pu, do, dist):  # no annotations: pandas_udf would read (string) hints as its UDF kind
-    """Scalar pandas UDF body: ``score.check_row`` per row -> (zone, zone, distance, reason)."""
+    """Scalar pandas UDF body: ``rows.check_row`` per row -> (zone, zone, distance, reason)."""
     import pandas as pd
 
     def one(p: t.Any, d: t.Any, x: t.Any) -> tuple[t.Any, ...]:
