@@ -51,12 +51,13 @@ $(IAC)/.installed: Pipfile.lock | $(PIPENV)
 install: $(VENV)/.runtime  ## runtime environment only (what the image carries)
 install-dev: $(VENV)/.dev $(IAC)/.installed  ## runtime + dev tools + training/MLflow + checkov
 
-system-deps:  ## Debian packages the tests use: chromium (browser), wrk (bench), docker.io/docker-compose/debootstrap (containers)
+system-deps:  ## Debian packages the tests use: chromium (browser), wrk (bench), docker.io/docker-compose/debootstrap (containers), Java 17 (Spark)
 	@missing=""; command -v chromium >/dev/null || missing="$$missing chromium"; \
 	 command -v wrk >/dev/null || missing="$$missing wrk"; \
 	 command -v dockerd >/dev/null || missing="$$missing docker.io"; \
 	 command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
 	 command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
+	 command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
 	 if [ -n "$$missing" ]; then \
 	   if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	     apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
