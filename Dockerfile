@@ -74,8 +74,9 @@ ENV VIRTUAL_ENV=/opt/venv \
     GIT_PYTHON_REFRESH=quiet \
     MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
 WORKDIR /app
-# /mlflow: sqlite store + artifacts. A fresh named volume mounted here inherits this ownership.
-RUN install -d -o 10001 -g 10001 -m 0750 /mlflow
+# /mlflow: sqlite store + artifacts; /reports: retrain's monitor reports. A fresh named volume mounted
+# on either inherits this ownership.
+RUN install -d -o 10001 -g 10001 -m 0750 /mlflow /reports
 COPY --from=train-deps /opt/venv /opt/venv
 COPY train.py ./
 COPY ride_duration/ ./ride_duration/

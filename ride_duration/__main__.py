@@ -16,9 +16,11 @@ from .logs import setup_logging
 
 JOBS = (
     "ride_duration.jobs.score",
+    "ride_duration.jobs.monitor",
+    "ride_duration.jobs.retrain",
+    "ride_duration.jobs.environments",
 )
 """Modules with an ``add_parser(commands)`` function, in ``--help`` order."""
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m ride_duration", description="Ride-duration offline jobs.")
@@ -27,12 +29,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         importlib.import_module(name).add_parser(commands)
     return parser.parse_args(argv)
 
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(Settings().log_level)
     return int(args.run(args))
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -37,6 +37,21 @@ class Settings(BaseSettings):
     max_content_length: int = Field(8 * 1024 * 1024, ge=1024)
     """Largest request body in bytes (413 above it)."""
     log_level: str = "INFO"
+    """Log level of the app and of gunicorn (``DEBUG``, ``INFO``, ``WARNING``, ``ERROR``)."""
+    prediction_log_dir: Path | None = None
+    """Directory for the sampled prediction log (JSON lines, one file set per worker); unset: off."""
+    prediction_log_sample_rate: float = Field(1.0, ge=0, le=1)
+    """Share of prediction requests whose rides are logged (0-1), when ``prediction_log_dir`` is set."""
+    prediction_log_max_bytes: int = Field(50 * 1024 * 1024, ge=1024)
+    """Size at which a worker's prediction log file is rotated."""
+    prediction_log_backups: int = Field(5, ge=1)
+    """Rotated prediction log files kept per worker (``.1`` newest .. ``.N`` oldest)."""
+    prediction_log_queue: int = Field(10_000, ge=1)
+    """Logged requests waiting for the writer thread; when full, new ones are dropped and counted."""
+    tlc_data_dir: Path = PROJECT_ROOT.parent / "shared" / "data"
+    """Folder of local ``green_tripdata_YYYY-MM.parquet`` files (jobs); a month not there is downloaded."""
+    tlc_download: bool = True
+    """Jobs may download a month missing from ``tlc_data_dir`` from the TLC's public URL."""
 
     @property
     def resolved_model_uri(self) -> str:

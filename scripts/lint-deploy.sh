@@ -4,15 +4,20 @@
 #   .github/workflows   check-jsonschema (GitHub's workflow schema) + actionlint
 #   docker-compose*.yml check-jsonschema (the Compose Specification, i.e. what Compose v2 loads)
 #                       + `config` by every compose CLI present (v2 plugin and/or docker-compose 1.29)
-#   k8s/                kubectl kustomize | kubernetes-validate --strict, then checkov on the render
+#   k8s/                kubectl kustomize (base + overlays/<env>) | kubernetes-validate --strict, checkov
+#   charts/             helm lint --strict and helm template per environment | kubernetes-validate
+#                       --strict, checkov (tests/deploy/test_helm_chart.py also checks helm == kustomize)
+#   Jenkinsfile         npm-groovy-lint --noserver (no error, no warning; .groovylintrc.json)
+#   .gitlab-ci.yml      check-jsonschema (GitLab's CI schema), checkov
 # Tools come from the pipenv dev environment (pipenv run ...); checkov from its own venv, given by
-# CHECKOV (default .venv-iac/bin/checkov). A missing tool is an error, not a skip.
+# CHECKOV (default .venv-iac/bin/checkov); helm and npm-groovy-lint from .tools/bin (make tools).
+# A missing tool is an error, not a skip.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT" || exit 2
 CHECKOV=${CHECKOV:-.venv-iac/bin/checkov}
-OUT=$(mktemp -d); trap 'rm -rf "$OUT"' EXIT
+OUT=$(mktemp -d)
 FAILED=(); PASSED=()
 
 check() {  # check NAME CMD...: run, record the outcome, show output only on failure
@@ -30,7 +35,10 @@ need() {
   done
 }
 
-need hadolint check-jsonschema actionlint kubectl kubernetes-validate
+need hadolint check-jsonschema actionlint kubectl kubernetes-validate helm npm-groovy-lint
+ENVS=(dev test accept prod)
+HELM_HOME=$(mktemp -d); trap 'rm -rf "$OUT" "$HELM_HOME"' EXIT
+helm_() { HOME=$HELM_HOME helm "$@"; }
 [ -x "$CHECKOV" ] || { FAILED+=("missing tool: checkov at $CHECKOV"); echo "FAIL  checkov not found at $CHECKOV (set CHECKOV)"; }
 
 # --- Dockerfile ---
@@ -79,6 +87,9 @@ fi
 # --- Kubernetes ---
 if command -v kubectl >/dev/null; then
   check "kubectl kustomize k8s" sh -c "kubectl kustomize k8s > '$OUT/k8s.yaml'"
+  for env in "${ENVS[@]}"; do
+    check "kubectl kustomize k8s/overlays/$env" sh -c "{ echo ---; kubectl kustomize k8s/overlays/$env; } >> '$OUT/k8s.yaml'"
+  done
   if command -v kubernetes-validate >/dev/null && [ -s "$OUT/k8s.yaml" ]; then
     check "kubernetes-validate --strict" kubernetes-validate --strict "$OUT/k8s.yaml"
   fi
@@ -88,10 +99,35 @@ if command -v kubectl >/dev/null; then
       --framework kubernetes -f "$OUT/k8s.yaml"
   fi
 fi
+# --- Helm chart ---
+if command -v helm >/dev/null; then
+  check "helm lint --strict (default values)" helm_ lint --strict charts/ride-duration
+  : > "$OUT/helm.yaml"
+  for env in "${ENVS[@]}"; do
+    check "helm lint --strict ($env)" helm_ lint --strict charts/ride-duration -f "charts/ride-duration/values-$env.yaml"
+    check "helm template ($env)" sh -c "{ echo ---; HOME='$HELM_HOME' helm template ride-duration charts/ride-duration \
+      -n ride-duration-$env -f charts/ride-duration/values-$env.yaml; } >> '$OUT/helm.yaml'"
+  done
+  if command -v kubernetes-validate >/dev/null && [ -s "$OUT/helm.yaml" ]; then
+    check "kubernetes-validate --strict (helm, 4 environments)" kubernetes-validate --strict "$OUT/helm.yaml"
+  fi
+  if [ -x "$CHECKOV" ] && [ -s "$OUT/helm.yaml" ]; then
+    check "checkov (kubernetes, helm renders)" "$CHECKOV" --skip-download --quiet --compact \
+      --framework kubernetes -f "$OUT/helm.yaml"
+  fi
+fi
+
+# --- other CI systems ---
+command -v npm-groovy-lint >/dev/null && check "npm-groovy-lint Jenkinsfile" \
+  npm-groovy-lint --noserver --failon warning --config .groovylintrc.json Jenkinsfile
+command -v check-jsonschema >/dev/null && check "gitlab-ci schema" \
+  check-jsonschema --builtin-schema vendor.gitlab-ci .gitlab-ci.yml
+
 if [ -x "$CHECKOV" ]; then
   check "checkov (dockerfile)" "$CHECKOV" --skip-download --quiet --compact --framework dockerfile -f Dockerfile
   check "checkov (github_actions)" "$CHECKOV" --skip-download --quiet --compact --framework github_actions \
     -d .github/workflows
+  check "checkov (gitlab_ci)" "$CHECKOV" --skip-download --quiet --compact --framework gitlab_ci -f .gitlab-ci.yml
 fi
 
 echo "lint-deploy: ${#PASSED[@]} passed, ${#FAILED[@]} failed"

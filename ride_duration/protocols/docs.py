@@ -13,7 +13,7 @@ from flask import Blueprint, Response, current_app, send_from_directory
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.exceptions import NotFound
 
-from .openapi import DOCS_ASSETS, build_spec
+from .openapi import DOCS_ASSETS, build_spec, spec_version
 
 bp = Blueprint("docs", __name__)
 ASSETS = Path(str(swagger_ui_path))
@@ -46,11 +46,12 @@ INITIALIZER = """window.onload = function () {
 
 @bp.get("/openapi.json")
 def openapi_json() -> Response:
-    """The OpenAPI 3.1 document (built once per process, from the routes the app has)."""
-    spec = current_app.extensions.get("openapi_json")
-    if spec is None:
-        spec = current_app.extensions["openapi_json"] = orjson.dumps(build_spec(current_app))
-    return Response(spec, mimetype="application/json")
+    """The OpenAPI 3.1 document (built once per process and serving model version)."""
+    version = spec_version(current_app)
+    cached = current_app.extensions.get("openapi_json")
+    if cached is None or cached[0] != version:
+        cached = current_app.extensions["openapi_json"] = (version, orjson.dumps(build_spec(current_app)))
+    return Response(cached[1], mimetype="application/json")
 
 
 @bp.get("/docs")

@@ -3,6 +3,9 @@
 * ``POST /invocations``: JSON with exactly one of ``dataframe_split``, ``dataframe_records``,
   ``instances`` or ``inputs`` (a list of records or a dict of columns), or ``text/csv`` with a
   header row; columns are the raw ride fields. Answers ``{"predictions": [minutes, ...]}``.
+  Column names must be unique, a ``dataframe_split`` index has one label per row, CSV names
+  and cells are read as written, and the only Content-Type parameter is ``charset=utf-8``
+  (MLflow's rule); ``docs/protocols.md`` compares this with ``mlflow models serve``.
 * ``GET /ping``: 200 once a model is loaded (503 before); ``GET /version``: the MLflow version
   whose protocol this is, as plain text.
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 import csv
 import importlib.metadata
 import io
+import re
 import typing as t
 from typing import NotRequired
 
@@ -27,6 +31,7 @@ from typing_extensions import TypedDict  # pydantic needs this one on Python < 3
 
 from .. import errors
 from ..errors import ServiceError, UnsupportedMediaType
+from ..features import RAW_COLUMNS
 from ..schemas import describe
 from ..startup import get_holder
 from ..web import service
@@ -36,6 +41,9 @@ bp = Blueprint("mlflow", __name__)
 PATHS = ("/invocations", "/ping", "/version")
 JSON, CSV = "application/json", "text/csv"
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+CSV_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+"""A CSV cell that is a number: JSON's number grammar, no padding (pandas would read ``" 1"``)."""
+_TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,40}")
 
 
 def _installed(dist: str) -> str | None:
@@ -61,7 +69,7 @@ class DataframeSplit(TypedDict):
 
     columns: t.Annotated[list[t.Annotated[str, Strict()]], Field(min_length=1)]
     data: t.Annotated[list[list[t.Any]], Field(min_length=1)]
-    index: NotRequired[list[t.Any]]
+    index: NotRequired[list[t.Any]]  # one label per row, else 400 (pandas refuses it too)
 
 
 SPLIT = TypeAdapter(DataframeSplit)
@@ -111,16 +119,33 @@ def error_response(status: int, message: str, details: list[dict[str, t.Any]] | 
 # ---- parsing: bytes + content type → list of raw rows (no Flask) -------------------------------
 
 def _cell(text: str) -> t.Any:
-    """A CSV cell: a JSON number becomes a number; anything else stays text (and fails validation)."""
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return text
-    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else text
+    """A CSV cell: a number (JSON's grammar, exactly) becomes a number; anything else stays text."""
+    if CSV_NUMBER.fullmatch(text):
+        return orjson.loads(text)
+    return text
+
+
+def column_name(name: str, i: int) -> str:
+    """How an error names a column: a ride field by name, any other by position (never echoed)."""
+    return f"'{name}'" if name in RAW_COLUMNS else f"number {i + 1}"
+
+
+def unique_columns(names: list[str], where: str) -> None:
+    """:raises BadScoringRequest: a column name appears twice (MLflow/pandas would pick one silently)."""
+    first: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in first:
+            raise BadScoringRequest(f"{where}: column {column_name(name, i)} appears twice (columns "
+                                    f"{first[name] + 1} and {i + 1}); column names must be unique")
+        first[name] = i
 
 
 def rows_from_csv(body: bytes) -> list[dict[str, t.Any]]:
-    """CSV with a header row → one dict per line; an empty cell counts as a missing field."""
+    """CSV with a header row → one dict per line; an empty cell counts as a missing field.
+
+    Names and cells are taken as written, as pandas reads them: ``" trip_distance"`` is another
+    column, and ``" 1.5"`` is text (not a number).
+    """
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -128,17 +153,17 @@ def rows_from_csv(body: bytes) -> list[dict[str, t.Any]]:
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader, None)
-        if not header or not any(name.strip() for name in header):
+        if not header or not any(header):
             raise BadScoringRequest("CSV body needs a header row naming the columns")
-        names = [name.strip() for name in header]
+        unique_columns(header, "CSV header")
         rows = []
         for line in reader:
             if not line:
                 continue
-            if len(line) > len(names):
-                raise BadScoringRequest(f"CSV line {reader.line_num} has {len(line)} values for {len(names)} columns")
-            cells = zip(names, line, strict=False)  # a short line leaves fields missing
-            rows.append({name: _cell(value) for name, value in cells if value.strip()})
+            if len(line) > len(header):
+                raise BadScoringRequest(f"CSV line {reader.line_num} has {len(line)} values for {len(header)} columns")
+            cells = zip(header, line, strict=False)  # a short line leaves fields missing
+            rows.append({name: _cell(value) for name, value in cells if value != ""})
     except csv.Error as exc:
         raise BadScoringRequest(f"malformed CSV at line {reader.line_num}: {exc}") from None
     return rows
@@ -174,6 +199,10 @@ def rows_from_json(payload: t.Any) -> list[t.Any]:
     if key == "dataframe_split":
         split = _structure(SPLIT, value, key)
         names = split["columns"]
+        unique_columns(names, "'dataframe_split'")
+        if "index" in split and len(split["index"]) != len(split["data"]):
+            raise BadScoringRequest(f"'dataframe_split' has {len(split['index'])} index labels for "
+                                    f"{len(split['data'])} rows; give one label per row or no index")
         for i, row in enumerate(split["data"]):
             if len(row) != len(names):
                 raise BadScoringRequest(f"'dataframe_split' row {i} has {len(row)} values for {len(names)} columns")
@@ -188,11 +217,16 @@ def rows_from_json(payload: t.Any) -> list[t.Any]:
 def parse_invocation(body: bytes, mimetype: str, params: t.Mapping[str, str]) -> list[t.Any]:
     """The rows of one ``/invocations`` request.
 
-    :raises UnsupportedMediaType: not JSON or CSV, or a charset other than UTF-8 (415).
+    :raises UnsupportedMediaType: not JSON or CSV, a charset other than UTF-8, or any other
+        Content-Type parameter (415, as MLflow's server since 2.0: ``format=pandas-split`` is gone).
     :raises BadScoringRequest, MalformedJSON: the body is not a scoring request (400).
     """
-    if params.get("charset", "utf-8").lower().replace("_", "-") not in ("utf-8", "utf8"):
-        raise UnsupportedMediaType("the scoring server only supports UTF-8")
+    unknown = sorted(set(params) - {"charset"})
+    if unknown:
+        named = ", ".join(name if _TOKEN.fullmatch(name) else "(unnamed)" for name in unknown[:5])
+        raise UnsupportedMediaType(f"unsupported Content-Type parameter(s): {named}; only charset=utf-8 is accepted")
+    if params.get("charset", "utf-8").lower() != "utf-8":
+        raise UnsupportedMediaType("the scoring server only supports charset=utf-8")
     if mimetype == CSV:
         return rows_from_csv(body)
     if mimetype == JSON:
@@ -207,7 +241,8 @@ def invocations() -> Response:
     """Score a batch: MLflow envelope in, ``{"predictions": [...]}`` out (one model call)."""
     model = get_holder(current_app).require()
     rows = parse_invocation(request.get_data(cache=False), request.mimetype, request.mimetype_params)
-    body, n = service.predict_payload(rows, model, current_app.config["MAX_BATCH_SIZE"])
+    body, n = service.predict_payload(rows, model, current_app.config["MAX_BATCH_SIZE"],
+                                      current_app.extensions.get("prediction_log"))
     g.rides = n
     g.model_version = model.version
     response = json_response({"predictions": body["durations"]})

@@ -18,8 +18,9 @@ import typing as t
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from ..schemas import RIDE, RIDES
+from ..startup import get_holder
 from . import mlflow_scoring as mlf
-from . import v2
+from . import request_schemas, v2
 
 if t.TYPE_CHECKING:
     from flask import Flask
@@ -106,25 +107,21 @@ RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
 )
 
 
-def component_schemas() -> dict[str, t.Any]:
-    """Every schema, in one ``components.schemas`` namespace (class names are unique)."""
-    inputs: list[tuple[str, t.Any, TypeAdapter[t.Any]]] = [
-        ("Ride", "validation", RIDE), ("DataframeSplit", "validation", mlf.SPLIT),
-        ("InferenceRequest", "validation", TypeAdapter(v2.InferenceRequest)),
-    ]
+def component_schemas(max_batch: int) -> dict[str, t.Any]:
+    """Every schema, in one ``components.schemas`` namespace (class names are unique).
+
+    Request bodies of the protocols are the exact schemas of ``request_schemas``; ``max_batch``
+    (``MAX_BATCH_SIZE``) bounds every batch, since a longer one is answered 413.
+    """
+    inputs: list[tuple[str, t.Any, TypeAdapter[t.Any]]] = [("Ride", "validation", RIDE)]
     inputs += [(m.__name__, "serialization", TypeAdapter(m)) for m in RESPONSE_MODELS]
     _, defs = TypeAdapter.json_schemas(inputs, ref_template="#/components/schemas/{model}")
     schemas = dict(defs["$defs"])
     item = RIDES.json_schema(ref_template="#/components/schemas/{model}")["items"]
-    schemas["Rides"] = {"type": "array", "items": item, "minItems": 1,
-                        "description": "A batch of rides (at most MAX_BATCH_SIZE, else 413)."}
-    ride_fields = schemas["Ride"]["properties"]
-    schemas["RideColumns"] = {
-        "type": "object", "required": list(ride_fields),
-        "description": "Columns of equal length: one ride per index.",
-        "properties": {name: {"type": "array", "items": field, "minItems": 1} for name, field in ride_fields.items()},
-    }
-    records = {"type": "array", "items": ref("Ride"), "minItems": 1}
+    schemas["Rides"] = {"type": "array", "items": item, "minItems": 1, "maxItems": max_batch,
+                        "description": f"A batch of 1 to {max_batch} rides (MAX_BATCH_SIZE; more is a 413)."}
+    schemas.update(request_schemas.components(max_batch))
+    records = request_schemas.records(max_batch)
     schemas["InvocationsRequest"] = {
         "description": "Exactly one of the four MLflow input fields; ``params`` is accepted and ignored.",
         "oneOf": [
@@ -167,16 +164,23 @@ def errors(shape: str, *statuses: int, notes: dict[int, str] | None = None) -> d
 
 RIDE_EXAMPLE = {"PULocationID": 43, "DOLocationID": 151, "trip_distance": 1.01}
 BATCH_EXAMPLE = [RIDE_EXAMPLE, {"PULocationID": 10, "DOLocationID": 50, "trip_distance": 40.0}]
-NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
-        "description": "Model name (the MODEL_NAME setting)"}
-VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"},
-           "description": "Model version (as in GET /model)"}
 
 
-def operations() -> dict[tuple[str, str], dict[str, t.Any]]:
+def path_parameters(model_name: str, version: str | None) -> tuple[dict[str, t.Any], dict[str, t.Any]]:
+    """``{name}`` is the served model (any other answers 404); ``{version}`` the serving version."""
+    name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "enum": [model_name]},
+            "description": "Model name (the MODEL_NAME setting; any other name answers 404)"}
+    schema = {"type": "string"} if version is None else {"type": "string", "enum": [version]}
+    return name, {"name": "version", "in": "path", "required": True, "schema": schema,
+                  "description": "The serving model version, as in GET /model (any other answers 404)"}
+
+
+def operations(max_batch: int = 10_000, model_name: str = "nyc-taxi-ride-duration",
+               version: str | None = None) -> dict[tuple[str, str], dict[str, t.Any]]:
     """``(flask rule, method)`` → OpenAPI operation."""
-    v2_model = {"parameters": [NAME]}
-    v2_version = {"parameters": [NAME, VERSION]}
+    name, version_param = path_parameters(model_name, version)
+    v2_model = {"parameters": [name]}
+    v2_version = {"parameters": [name, version_param]}
     metadata = {"tags": ["Open Inference Protocol V2"], "responses": {
         "200": resp("Model metadata", ref("ModelMetadata")), **errors("V2Error", 404, 503)}}
     model_ready = {"tags": ["Open Inference Protocol V2"], "responses": {
@@ -219,7 +223,11 @@ def operations() -> dict[tuple[str, str], dict[str, t.Any]]:
                     "dataframe_records": {"value": {"dataframe_records": BATCH_EXAMPLE}},
                     "inputs (columns)": {"value": {"inputs": {k: [r[k] for r in BATCH_EXAMPLE] for k in RIDE_EXAMPLE}}},
                 }},
-                "text/csv": {"schema": {"type": "string"},
+                "text/csv": {"schema": {
+                    "type": "string", "pattern": request_schemas.csv_pattern(max_batch),
+                    "description": "A header row naming the columns, then one ride per line (UTF-8; "
+                                   "the pattern is the plain form: RFC 4180 quoting and other columns, "
+                                   "which are ignored, are read too). Names and cells are not trimmed."},
                              "example": "PULocationID,DOLocationID,trip_distance\n43,151,1.01\n10,50,40.0\n"},
             }},
             "responses": {"200": resp("One duration (minutes) per row", ref("MlflowPredictions")),
@@ -293,9 +301,15 @@ MLflow: `{"error_code", "message"}`; V2: `{"error"}`), never with a stack trace 
 values. Any unknown path answers 404 and a known path with another method 405, in that shape."""
 
 
+def spec_version(app: Flask) -> str | None:
+    """The serving model's version (what ``{version}`` may be), or None before a model is loaded."""
+    model = get_holder(app).current
+    return None if model is None else model.version
+
+
 def build_spec(app: Flask) -> dict[str, t.Any]:
-    """The OpenAPI document for the routes ``app`` has."""
-    table = operations()
+    """The OpenAPI document for the routes ``app`` has, its limits and the model it serves."""
+    table = operations(app.config["MAX_BATCH_SIZE"], app.config["SETTINGS"].model_name, spec_version(app))
     paths: dict[str, dict[str, t.Any]] = {}
     for rule, method in documented_routes(app):
         op = table.get((rule, method))
@@ -310,5 +324,5 @@ def build_spec(app: Flask) -> dict[str, t.Any]:
         "tags": [{"name": n} for n in ("Predict", "MLflow scoring protocol", "Open Inference Protocol V2",
                                        "Operations", "Documentation")],
         "paths": dict(sorted(paths.items())),
-        "components": {"schemas": component_schemas()},
+        "components": {"schemas": component_schemas(app.config["MAX_BATCH_SIZE"])},
     }

@@ -4,6 +4,7 @@ The model is named by the ``MODEL_NAME`` setting and versioned by the serving mo
 ``POST /v2/models/{name}/infer`` takes three tensors of shape ``[N]`` (or ``[N, 1]``):
 ``PULocationID`` and ``DOLocationID`` (INT64; other integer types are accepted) and
 ``trip_distance`` (FP64; FP32/FP16 accepted), and answers one FP64 tensor ``duration``.
+A value its tensor's datatype cannot hold (300 as UINT8) is a 400, like a wrong datatype.
 The N rides go through the same validation and single model call as ``/predict``.
 
 Errors are V2's ``{"error": "<message>"}`` with the status ``/predict`` would give (400 bad
@@ -37,6 +38,12 @@ InputName = t.Literal["PULocationID", "DOLocationID", "trip_distance"]
 INT_TYPES, FLOAT_TYPES = t.get_args(Datatype)[:8], t.get_args(Datatype)[8:]  # zones, distance
 INPUTS = {"PULocationID": INT_TYPES, "DOLocationID": INT_TYPES, "trip_distance": FLOAT_TYPES}
 OUTPUT = "duration"
+RANGES: dict[str, tuple[float, float]] = {
+    **{f"INT{b}": (-(2 ** (b - 1)), 2 ** (b - 1) - 1) for b in (8, 16, 32, 64)},
+    **{f"UINT{b}": (0, 2 ** b - 1) for b in (8, 16, 32, 64)},
+    "FP16": (-65504.0, 65504.0), "FP32": (-3.4028234663852886e38, 3.4028234663852886e38),
+}
+"""What each datatype can hold; a value outside its tensor's datatype is a 400 (FP64: any finite)."""
 
 
 class UnknownModel(ServiceError):
@@ -138,14 +145,33 @@ class V2Error(BaseModel):
 
 # ---- core: request → rides → response (no Flask) -------------------------------------------
 
-def _flatten(data: list[t.Any], depth: int) -> list[t.Any]:
+def _flatten(name: str, data: list[t.Any], depth: int) -> list[t.Any]:
+    """Row-major ``data`` of a ``[N]`` or ``[N, 1]`` tensor → its N values.
+
+    ``[N, 1]`` data may be flat or nested (``[[v], ...]``), each inner list holding one value.
+    """
+    if depth == 1:
+        return data
     flat: list[t.Any] = []
     for item in data:
-        if isinstance(item, list) and depth > 1:
-            flat.extend(_flatten(item, depth - 1))
-        else:
-            flat.append(item)
+        if isinstance(item, list):
+            if len(item) != 1:
+                raise MalformedJSON(f"input tensor '{name}' has shape [N, 1]: each row holds exactly one value")
+            item = item[0]
+        flat.append(item)
     return flat
+
+
+def check_range(name: str, datatype: str, data: list[t.Any]) -> None:
+    """:raises MalformedJSON: a number the tensor's datatype cannot hold, e.g. 300 as UINT8 (400)."""
+    bounds = RANGES.get(datatype)
+    if bounds is None:
+        return
+    low, high = bounds
+    for i, value in enumerate(data):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not low <= value <= high:
+            raise MalformedJSON(f"input tensor '{name}' row {i}: value outside the {datatype} range "
+                                f"[{low}, {high}]")
 
 
 def parse_request(payload: t.Any) -> InferenceRequest:
@@ -169,7 +195,8 @@ def rides_from_tensors(req: InferenceRequest) -> list[dict[str, t.Any]]:
             raise MalformedJSON(f"input tensor '{tensor.name}' needs {kind} datatype such as {INPUTS[tensor.name][0]}")
         if len(tensor.shape) == 2 and tensor.shape[1] != 1:
             raise MalformedJSON(f"input tensor '{tensor.name}' must have shape [N] or [N, 1]")
-        data = _flatten(tensor.data, len(tensor.shape))
+        data = _flatten(tensor.name, tensor.data, len(tensor.shape))
+        check_range(tensor.name, tensor.datatype, data)
         if len(data) != tensor.shape[0]:
             raise MalformedJSON(f"input tensor '{tensor.name}' does not have as many values as its shape says")
         tensors[tensor.name] = data
@@ -189,12 +216,13 @@ def tensor_paths(exc: InvalidInput) -> InvalidInput:
     return exc
 
 
-def infer(payload: t.Any, model: LoadedModel, name: str, max_batch: int) -> tuple[dict[str, t.Any], int]:
+def infer(payload: t.Any, model: LoadedModel, name: str, max_batch: int,
+          sink: service.PredictionSink | None = None) -> tuple[dict[str, t.Any], int]:
     """One inference request → the V2 response body and the number of rides."""
     req = parse_request(payload)
     rides = rides_from_tensors(req)
     try:
-        body, n = service.predict_payload(rides, model, max_batch)
+        body, n = service.predict_payload(rides, model, max_batch, sink)
     except InvalidInput as exc:
         raise tensor_paths(exc) from None
     durations = body["durations"]
@@ -274,7 +302,8 @@ def infer_route(name: str, version: str | None = None) -> Response:
         raise MalformedJSON("the binary tensor data extension is not supported; send JSON tensors")
     served, model = served_model(name, version)
     payload = service.parse_json(request.get_data(cache=False))
-    body, n = infer(payload, model, served, current_app.config["MAX_BATCH_SIZE"])
+    body, n = infer(payload, model, served, current_app.config["MAX_BATCH_SIZE"],
+                    current_app.extensions.get("prediction_log"))
     g.rides = n
     g.model_version = model.version
     response = json_response(body)

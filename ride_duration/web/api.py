@@ -28,7 +28,8 @@ def predict() -> Response:
         raise UnsupportedMediaType("Content-Type must be application/json")
     model = get_holder(current_app).require()
     body, rides = service.predict_body(
-        request.get_data(cache=False), model, current_app.config["MAX_BATCH_SIZE"])
+        request.get_data(cache=False), model, current_app.config["MAX_BATCH_SIZE"],
+        current_app.extensions.get("prediction_log"))
     g.rides = rides
     g.model_version = model.version
     response = json_response(body)

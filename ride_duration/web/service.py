@@ -27,18 +27,26 @@ def parse_json(body: bytes) -> t.Any:
         raise MalformedJSON(f"malformed JSON at line {exc.lineno} column {exc.colno}") from None
 
 
-def predict_payload(payload: t.Any, model: LoadedModel, max_batch: int) -> tuple[dict[str, t.Any], int]:
+PredictionSink = t.Callable[[list[t.Any], list[float], str], None]
+"""Called with the rides, their predictions and the model version (the prediction log)."""
+
+
+def predict_payload(payload: t.Any, model: LoadedModel, max_batch: int,
+                    sink: PredictionSink | None = None) -> tuple[dict[str, t.Any], int]:
     """Validate and predict; returns the response body and the number of rides."""
     rides, is_batch = validate_rides(payload, max_batch)
     durations = model.predict(rides)
+    if sink is not None:
+        sink(rides, durations, model.version)
     if is_batch:
         return {"durations": durations, "model_version": model.version}, len(rides)
     return {"duration": durations[0], "model_version": model.version}, 1
 
 
-def predict_body(body: bytes, model: LoadedModel, max_batch: int) -> tuple[dict[str, t.Any], int]:
+def predict_body(body: bytes, model: LoadedModel, max_batch: int,
+                 sink: PredictionSink | None = None) -> tuple[dict[str, t.Any], int]:
     """``predict_payload`` on a raw JSON body."""
-    return predict_payload(parse_json(body), model, max_batch)
+    return predict_payload(parse_json(body), model, max_batch, sink)
 
 
 def model_card(model: LoadedModel) -> dict[str, t.Any]:

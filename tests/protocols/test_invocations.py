@@ -145,6 +145,36 @@ def test_not_a_scoring_request(server, body):
     mlflow_error(invoke(server, body), 400, "BAD_REQUEST")
 
 
+@pytest.mark.parametrize(("body", "content_type", "message"), [
+    ({"dataframe_split": {"columns": [*COLUMNS, "trip_distance"], "data": [[43, 151, 1.0, 9.0]]}}, "application/json",
+     "'dataframe_split': column 'trip_distance' appears twice (columns 3 and 4); column names must be unique"),
+    ("PULocationID,DOLocationID,trip_distance,PULocationID\n43,151,1.0,7\n", "text/csv",
+     "CSV header: column 'PULocationID' appears twice (columns 1 and 4); column names must be unique"),
+    ("SECRET,PULocationID,DOLocationID,trip_distance,SECRET\n1,43,151,1.0,2\n", "text/csv",
+     "CSV header: column number 5 appears twice (columns 1 and 5); column names must be unique"),
+    ({"dataframe_split": {"columns": COLUMNS, "data": [[43, 151, 1.0]], "index": [0, 1]}}, "application/json",
+     "'dataframe_split' has 2 index labels for 1 rows; give one label per row or no index"),
+], ids=["split", "csv", "csv-unknown-name", "index-length"])
+def test_ambiguous_frames_are_refused(server, body, content_type, message):
+    assert mlflow_error(invoke(server, body, content_type), 400, "BAD_REQUEST")["message"] == message
+
+
+def test_csv_names_and_cells_are_read_as_written(server):
+    padded_name = mlflow_error(invoke(server, "PULocationID, DOLocationID,trip_distance\n43,151,1.0\n", "text/csv"),
+                               400, "INVALID_PARAMETER_VALUE")
+    assert padded_name["details"] == [{"field": "[0].DOLocationID", "problem": "field required"}]
+    padded_cell = mlflow_error(invoke(server, "PULocationID,DOLocationID,trip_distance\n43,151, 1.0\n", "text/csv"),
+                               400, "INVALID_PARAMETER_VALUE")
+    assert [d["field"] for d in padded_cell["details"]] == ["[0].trip_distance"]
+
+
+@pytest.mark.parametrize("content_type", ["application/json; format=pandas-split", "text/csv; header=present",
+                                          "application/json; charset=utf8"])
+def test_content_type_parameters_other_than_utf8_charset(server, content_type):
+    body = mlflow_error(invoke(server, json.dumps({"inputs": RIDES}), content_type), 415, "BAD_REQUEST")
+    assert "format" in body["message"] or "header" in body["message"] or "charset=utf-8" in body["message"]
+
+
 def test_errors_never_repeat_the_callers_names(server):
     body = mlflow_error(invoke(server, {"inputs": {"SECRET_COLUMN": 5}}), 400, "BAD_REQUEST")
     assert "SECRET" not in json.dumps(body)

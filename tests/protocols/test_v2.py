@@ -151,6 +151,29 @@ def test_bad_requests(server, body):
     infer_error(server, body, 400)
 
 
+@pytest.mark.parametrize(("datatype", "value", "limit"), [
+    ("INT8", 151, "[-128, 127]"), ("UINT8", 300, "[0, 255]"), ("UINT16", -1, "[0, 65535]"),
+    ("INT16", 40000, "[-32768, 32767]"), ("UINT32", 2 ** 32, "[0, 4294967295]"),
+])
+def test_values_outside_the_datatype_are_refused(server, datatype, value, limit):
+    rides = [{**RIDES[0], "DOLocationID": 1}, {**RIDES[1], "DOLocationID": value}]
+    message = infer_error(server, v2_request(rides, DOLocationID={"datatype": datatype}), 400)
+    assert message == f"input tensor 'DOLocationID' row 1: value outside the {datatype} range {limit}"
+
+
+def test_narrow_datatypes_take_the_values_they_hold(server):
+    rides = [{**r, "PULocationID": r["PULocationID"] % 128 or 1} for r in RIDES]  # DOLocationIDs fit UINT8
+    body = v2_request(rides, PULocationID={"datatype": "INT8"}, DOLocationID={"datatype": "UINT8"})
+    status, _, answer = post_json(f"{server.url}/v2/models/{NAME}/infer", body)
+    assert status == 200, answer
+    assert answer["outputs"][0]["data"] == post_json(server.url + "/predict", rides)[2]["durations"]
+
+
+def test_column_rows_hold_one_value(server):
+    body = v2_request(RIDES, trip_distance={"shape": [3, 1], "data": [[1.0], [2.0, 3.0], [4.0]]})
+    assert "each row holds exactly one value" in infer_error(server, body, 400)
+
+
 def test_triton_client_raises_with_the_message(triton):
     bad = tensors(RIDES)[:2]
     with pytest.raises(InferenceServerException, match="missing input tensor"):

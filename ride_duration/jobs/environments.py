@@ -1,0 +1,160 @@
+"""Dev → Test → Accept → Prod: each environment follows one registry alias; promotion moves a
+version from one environment's alias to the next through the champion/challenger gate.
+
+    python -m ride_duration promote --from dev --to test [--valid-data 2021-02]
+
+The candidate is the version ``@<from alias>`` points at; the champion is ``@<to alias>``'s. The
+candidate is first loaded exactly as the service loads it (sha256 check, unpickle, golden self-test,
+input example: ``registry_fetch.load``), then both are scored on the same validation rides by
+``promote.gate``, which moves ``@<to alias>`` only if the candidate's RMSE is strictly lower (or the
+alias is not set yet). Environments cannot be skipped: ``--to`` must come right after ``--from``.
+A model enters dev from training: ``train.py --register --alias dev``.
+
+Validation rides: ``--valid-data`` (a path, URL or ``YYYY-MM`` like ``train.py``), else the
+validation file logged with the candidate's run (``data/valid/`` artifact).
+
+Besides the gate's own ``gate``/``gate_reason`` tags (the last decision), each decision is kept per
+environment as ``gate.<alias>`` / ``gate_reason.<alias>`` on the version.
+Exit codes as ``train.py``: 0 promoted (or already there), 3 kept the champion, 1 error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import typing as t
+from pathlib import Path
+
+from ..config import Settings
+from ..registry import promote
+
+if t.TYPE_CHECKING:
+    import pandas as pd
+    from mlflow import MlflowClient
+
+log = logging.getLogger(__name__)
+
+ENVIRONMENTS: dict[str, str] = {"dev": "dev", "test": "test", "accept": "accept", "prod": "production"}
+"""Environment → the registry alias its deployment follows (charts/ride-duration/values-<env>.yaml)."""
+ORDER = list(ENVIRONMENTS)
+
+
+def next_environment(env: str) -> str | None:
+    i = ORDER.index(env)
+    return ORDER[i + 1] if i + 1 < len(ORDER) else None
+
+
+def check_step(source: str, target: str) -> str | None:
+    """Why ``source`` → ``target`` is not a promotion step, or None when it is."""
+    step = next_environment(source)
+    if step == target:
+        return None
+    if step is None:
+        return f"{source} is the last environment; nothing comes after it"
+    return f"{target} does not follow {source}: the next environment after {source} is {step} ({' -> '.join(ORDER)})"
+
+
+def add_parser(commands: t.Any) -> None:
+    """Register ``promote`` on a subparsers object; sets ``run``."""
+    parser = commands.add_parser("promote", help="move the model of one environment to the next through the gate",
+                                 description=(__doc__ or "").split("\n\n")[0])
+    add_arguments(parser)
+    parser.set_defaults(run=run)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--from", dest="source", choices=ORDER, required=True, help="environment promoted from")
+    parser.add_argument("--to", dest="target", choices=ORDER, required=True,
+                        help="environment promoted to (must be the next one)")
+    parser.add_argument("--valid-data", default=None,
+                        help="validation rides (path, URL or YYYY-MM); default: the file logged with the "
+                             "candidate's training run")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="folder of green_tripdata_YYYY-MM.parquet files for a YYYY-MM --valid-data")
+    parser.add_argument("--model-name", default=None, help="registered model (default MODEL_NAME)")
+
+
+def logged_validation_file(client: MlflowClient, run_id: str, dst: str) -> Path | None:
+    """The validation file the candidate's run logged under ``data/valid/``, downloaded; or None."""
+    import mlflow
+
+    files = [f for f in client.list_artifacts(run_id, "data/valid") if not f.is_dir]
+    if not files:
+        return None
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=files[0].path, dst_path=dst))
+
+
+def validation_rides(args: argparse.Namespace, client: MlflowClient, run_id: str | None, tmp: str) -> pd.DataFrame:
+    from . import data
+
+    if args.valid_data:
+        return data.read_rides(data.resolve_source(args.valid_data, args.data_dir))
+    logged = logged_validation_file(client, run_id, tmp) if run_id else None
+    if logged is None:
+        raise LookupError("the candidate's run logged no validation file; pass --valid-data")
+    return data.read_rides(str(logged))
+
+
+def record(client: MlflowClient, name: str, version: str, alias: str) -> None:
+    """Copy the gate's last decision into the per-environment tags."""
+    tags = client.get_model_version(name, version).tags
+    for key in (promote.GATE_TAG, promote.GATE_REASON_TAG):
+        if key in tags:
+            client.set_model_version_tag(name, version, f"{key}.{alias}", tags[key])
+
+
+def promote_between(client: MlflowClient, name: str, source: str, target: str,
+                    args: argparse.Namespace) -> int:
+    """Gate the version at ``@alias(source)`` into ``@alias(target)``; returns the exit code."""
+    from ..registry.fetch import CandidateRejected, RegistryUnavailable, load, resolve
+
+    why = check_step(source, target)
+    if why:
+        promote.summary(f"error: {why}")
+        return promote.EXIT_ERROR
+    src_alias, dst_alias = ENVIRONMENTS[source], ENVIRONMENTS[target]
+    try:
+        candidate = resolve(client, f"models:/{name}@{src_alias}")
+    except RegistryUnavailable as exc:
+        promote.summary(f"error: nothing to promote from {source}: {exc}")
+        return promote.EXIT_ERROR
+    version = str(candidate.version)
+    if promote.champion_version(client, name, dst_alias) == version:
+        promote.summary(f"{name} v{version} is already @{dst_alias} ({target}); nothing to do")
+        return promote.EXIT_PROMOTED
+    try:
+        model = load(client, candidate)
+    except CandidateRejected as exc:
+        code = promote.reject(client, name, version, f"candidate fails the serving checks: {exc}")
+        record(client, name, version, dst_alias)
+        return code
+    with tempfile.TemporaryDirectory(prefix="ride-duration-promote-") as tmp:
+        rides = validation_rides(args, client, candidate.run_id, tmp)
+    log.info("gating %s v%s from @%s (%s) into @%s (%s) on %d validation rides",
+             name, version, src_alias, source, dst_alias, target, len(rides))
+    code = promote.gate(client, name, version, rides, dst_alias, False, model.dv, model.regressor)
+    record(client, name, version, dst_alias)
+    return code
+
+
+def run(args: argparse.Namespace) -> int:
+    """``python -m ride_duration promote``: one ``gate:`` line, exit 0/3/1."""
+    why = check_step(args.source, args.target)
+    if why:
+        promote.summary(f"error: {why}")
+        return promote.EXIT_ERROR
+    settings = Settings()
+    if not settings.mlflow_tracking_uri:
+        promote.summary("error: promote needs MLFLOW_TRACKING_URI (the tracking server's URL)")
+        return promote.EXIT_ERROR
+    from ..registry.client import bound_http, client_for
+
+    bound_http(timeout=60, max_retries=3)
+    client = client_for(settings.mlflow_tracking_uri)
+    try:
+        return promote_between(client, args.model_name or settings.model_name, args.source, args.target, args)
+    except Exception as exc:  # noqa: BLE001 - a CLI: report any failure as one line and exit 1
+        log.exception("promotion failed")
+        promote.summary(f"error: {type(exc).__name__}: {str(exc)[:500]}")
+        return promote.EXIT_ERROR
