@@ -48,7 +48,8 @@ def test_training_on_synthetic_data_writes_a_loadable_bundle(synthetic_months, t
     assert model.info["sha256_verified"] and model.version == meta["version"]
     with open(tmp_path / "lin_reg.bin", "rb") as f:
         dv, lr = pickle.load(f)
-    assert type(dv).__name__ == "DictVectorizer" and type(lr).__name__ == "LinearRegression"
+    assert type(dv).__name__ == "DictVectorizer" and type(lr).__name__ == "Ridge"
+    assert model.step.to_dict() == meta["feature_step"] == {"name": "flagged-v2", "max_miles": 30.0}
 
 
 def test_cli_help_documents_the_options():
