@@ -16,7 +16,7 @@ from __future__ import annotations
 import typing as t
 from pathlib import Path
 
-from ..features import COURSE_STEP, RAW_COLUMNS, FeatureStep, FeatureStepError, rides_to_features
+from ..features import CATEGORICAL, COURSE_STEP, RAW_COLUMNS, FeatureStep, FeatureStepError, rides_to_features
 from ..model.predictor import ModelCheckError
 
 MODEL_ARTIFACT = "model"
@@ -31,8 +31,18 @@ FEATURES_MODULE = Path(__file__).parent.parent / "features.py"
 
 
 def build_pipeline(dv: t.Any, regressor: t.Any, step: FeatureStep = COURSE_STEP) -> t.Any:
-    """The servable model: raw rides (frame or list of dicts) in, minutes out."""
+    """The servable model: raw rides (frame or list of dicts) in, minutes out.
+
+    :raises ModelCheckError: the vectorizer was fitted on numeric features ``step`` does not make
+        (a model trained with one step and logged with another would silently ignore them).
+    """
     from sklearn.pipeline import Pipeline
+
+    prefix = CATEGORICAL + getattr(dv, "separator", "=")
+    unknown = [n for n in getattr(dv, "feature_names_", []) if not n.startswith(prefix) and n not in step.numeric]
+    if unknown:
+        raise ModelCheckError(f"the vectorizer has features {unknown[:3]} that feature step {step.name} does not "
+                              "make; pass the step the model was trained with")
     from sklearn.preprocessing import FunctionTransformer
 
     features = FunctionTransformer(rides_to_features, kw_args={"step": step.to_dict()})

@@ -47,7 +47,9 @@ def test_a_pipeline_without_step_arguments_is_the_course_step(pair):
 
     old = Pipeline([("features", FunctionTransformer(rides_to_features)), ("dv", pair[0]), ("regressor", pair[1])])
     assert pipeline_step(old) == COURSE_STEP
-    bad = build_pipeline(*pair)
+    with pytest.raises(ModelCheckError, match="does not make"):
+        build_pipeline(*pair)  # the bundled pair was trained with flagged-v2: logging it as course-v1 is refused
+    bad = build_pipeline(*pair, load_file(BUNDLED / "lin_reg.bin").step)
     bad.steps[0][1].kw_args = {"step": {"name": "cubic-v9"}}
     with pytest.raises(ModelCheckError, match="unknown feature step 'cubic-v9'"):
         pipeline_step(bad)
