@@ -2,10 +2,13 @@
 #
 #   docker build -t ride-duration .                      # the service (last stage, "runtime")
 #   docker build --target train -t ride-duration-train . # mlflow server + train.py, for compose
+#   docker build --target stream -t ride-duration-stream . # Kafka consumer (python -m ride_duration stream)
+#   docker build --target lambda -t ride-duration-lambda . # AWS Lambda container image (Kinesis handler)
 #
 # The base is pinned by tag. For a reproducible build pin it by digest too, e.g.
 #   docker build --build-arg PYTHON_IMAGE=python:3.11-slim@sha256:<digest> .
-# Stages: base -> pipenv (build tool only) -> venv -> deps / train-deps (locked venvs) -> train, runtime.
+# Stages: base -> pipenv (build tool only) -> venv -> deps / train-deps / stream-deps / lambda-deps
+# (locked venvs) -> train, stream, lambda, runtime.
 # pipenv never reaches a shipped stage; only /opt/venv is copied out of the builders.
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -84,6 +87,58 @@ RUN python -m compileall -q /app
 USER 10001:10001
 EXPOSE 5000
 CMD ["python", "train.py", "--help"]
+
+# ---- stream-deps / lambda-deps: the runtime venv + confluent-kafka / + boto3 and awslambdaric ---------
+# Separate images, so the service image carries neither (both would exceed its size budget).
+FROM venv AS stream-deps
+RUN /opt/pipenv/bin/pipenv install --deploy --categories "packages stream" \
+ && /opt/venv/bin/python -m pip uninstall --yes pip setuptools \
+ && find /opt/venv/lib/python3*/site-packages -depth -type d -name tests \
+      -regex '.*/site-packages/\(numpy\|scipy\|sklearn\)/.*' -exec rm -rf {} +
+
+FROM venv AS lambda-deps
+RUN /opt/pipenv/bin/pipenv install --deploy --categories "packages lambda" \
+ && /opt/venv/bin/python -m pip uninstall --yes pip setuptools \
+ && find /opt/venv/lib/python3*/site-packages -depth -type d -name tests \
+      -regex '.*/site-packages/\(numpy\|scipy\|sklearn\)/.*' -exec rm -rf {} +
+
+# ---- stream: the Kafka consumer. Arguments after the image name go to `python -m ride_duration stream`
+#   docker run ride-duration-stream --source kafka://kafka:9092/rides --sink kafka://kafka:9092/ride-predictions \
+#     --dead-letter kafka://kafka:9092/rides-dead-letter
+FROM base AS stream
+ENV VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
+    STREAM_METRICS_PORT=9102
+WORKDIR /app
+COPY --from=stream-deps /opt/venv /opt/venv
+COPY model/ ./model/
+COPY ride_duration/ ./ride_duration/
+RUN python -m compileall -q /app
+USER 10001:10001
+EXPOSE 9102
+# Alive = the metrics server answers (it runs in the consumer process).
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/metrics' % os.environ.get('STREAM_METRICS_PORT', '9102'), timeout=4)"]
+# The consumer is PID 1 (exec form): SIGTERM finishes the batch, commits, exits 0.
+ENTRYPOINT ["python", "-m", "ride_duration", "stream"]
+CMD ["--help"]
+
+# ---- lambda: the Kinesis handler as an AWS Lambda container image (runtime interface client) -----
+#   PREDICTIONS_STREAM_NAME (required), DEAD_LETTER_STREAM_NAME, MLFLOW_TRACKING_URI/MODEL_URI or the
+#   bundled model. Locally: run it behind the Lambda Runtime Interface Emulator (docs/streaming.md).
+FROM base AS lambda
+ENV VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH
+WORKDIR /app
+COPY --from=lambda-deps /opt/venv /opt/venv
+COPY model/ ./model/
+COPY ride_duration/ ./ride_duration/
+RUN python -m compileall -q /app
+USER 10001:10001
+# Lambda invokes it; no port, no HEALTHCHECK (the Lambda service supervises it).
+HEALTHCHECK NONE
+ENTRYPOINT ["python", "-m", "awslambdaric"]
+CMD ["ride_duration.stream.kinesis_lambda.lambda_handler"]
 
 # ---- runtime: the service. Last stage, so a plain `docker build .` produces it --------------------
 FROM base AS runtime

@@ -28,7 +28,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export NO_MKDOCS_2_WARNING := 1
 
 .PHONY: help serve test test-python lint lint-python quality_checks build container-test lint-deploy \
-        bench bench-smoke soak fuzz train docs docs-serve system-deps tools install install-dev clean
+        bench bench-smoke bench-stream soak fuzz train docs docs-serve system-deps tools install install-dev clean
 
 help:  ## list the targets
 	@grep -E '^[a-z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -121,6 +121,9 @@ train: install-dev  ## retrain the bundled model on TLC 2021-01 / 2021-02; repla
 
 bench: install-dev system-deps  ## benchmark vs the course-style app and the WSGI/Flask floors (bench/)
 	$(VENV)/bin/python bench/run.py $(BENCH_ARGS)
+
+bench-stream: install-dev  ## streaming: this Kafka consumer vs a course-style one (rides/s ratio; p50/p99 at 1,000 rides/s)
+	$(VENV)/bin/python bench/stream.py $(BENCH_ARGS)
 
 soak: install-dev system-deps  ## 5 minutes at c8: RSS growth and errors
 	$(VENV)/bin/python bench/soak.py

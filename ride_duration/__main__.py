@@ -19,6 +19,7 @@ JOBS = (
     "ride_duration.jobs.monitor",
     "ride_duration.jobs.retrain",
     "ride_duration.jobs.environments",
+    "ride_duration.stream.cli",
 )
 """Modules with an ``add_parser(commands)`` function, in ``--help`` order."""
 

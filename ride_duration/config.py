@@ -53,6 +53,33 @@ class Settings(BaseSettings):
     tlc_download: bool = True
     """Jobs may download a month missing from ``tlc_data_dir`` from the TLC's public URL."""
 
+    # ---- streaming (python -m ride_duration stream, the Kinesis Lambda handler) -------------------
+    stream_batch_size: int = Field(500, ge=1, le=100_000)
+    """Most messages the Kafka consumer takes per micro-batch (one vectorised predict each)."""
+    stream_batch_wait: float = Field(0.1, gt=0, le=60)
+    """Seconds a micro-batch waits to fill before it is processed anyway (bounds the latency)."""
+    stream_group: str = "ride-duration"
+    """Kafka consumer group (``--group``); consumers in one group share the topic's partitions."""
+    stream_session_timeout_ms: int = Field(10_000, ge=1000)
+    """Kafka ``session.timeout.ms``: a killed consumer's partitions move after this long."""
+    stream_delivery_timeout_ms: int = Field(60_000, ge=1000)
+    """Kafka ``delivery.timeout.ms``: how long an output may take to be acknowledged before the batch
+    counts as failed (not committed, redone from its first offset)."""
+    stream_shutdown_timeout: float = Field(20.0, gt=0)
+    """Seconds SIGTERM may spend flushing the batch in hand before the consumer gives up (exit 1,
+    nothing committed, nothing lost: the batch is redelivered)."""
+    stream_retry_max_seconds: float = Field(30.0, gt=0)
+    """Longest back-off between retries of a batch whose outputs could not be delivered."""
+    stream_metrics_port: int = Field(9102, ge=0, le=65535)
+    """Port of the consumer's Prometheus ``/metrics`` (0: no metrics server)."""
+    stream_metrics_host: str = "0.0.0.0"  # noqa: S104 - scraped from outside the pod
+    """Address the consumer's metrics server binds."""
+    predictions_stream_name: str | None = None
+    """Kinesis stream the Lambda handler writes predictions to (required by the handler)."""
+    dead_letter_stream_name: str | None = None
+    """Kinesis stream for records that are not valid rides; unset: they are logged (error and
+    source, not the payload) and not retried."""
+
     @property
     def resolved_model_uri(self) -> str:
         return self.model_uri or f"models:/{self.model_name}@production"

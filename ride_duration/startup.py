@@ -63,6 +63,24 @@ def start_registry(settings: Settings, holder: ModelHolder) -> Watcher:
     return watcher
 
 
+def follow_model(settings: Settings, holder: ModelHolder, background: bool = True) -> Watcher | None:
+    """Long-running jobs (stream consumer, Lambda handler): load as the service does, follow the alias.
+
+    With ``MLFLOW_TRACKING_URI``: the registry model (or the bundled fallback) and a watcher
+    that hot-swaps new versions into ``holder``, started as a thread when ``background`` (a
+    Lambda, frozen between invocations, calls ``watcher.check()`` itself); else the bundled
+    file. Check ``holder.current`` afterwards: None means no model could be loaded
+    (``holder.reason``).
+    """
+    if settings.mlflow_tracking_uri:
+        watcher = start_registry(settings, holder)
+        if background:
+            watcher.start()
+        return watcher
+    load_bundled(settings, holder)
+    return None
+
+
 def load_model(settings: Settings, model_path: Path | None = None, model_uri: str | None = None) -> LoadedModel:
     """The service's choice: ``--model-uri`` or ``MLFLOW_TRACKING_URI`` → registry, else the bundled file.
 

@@ -4,7 +4,7 @@
 #   .github/workflows   check-jsonschema (GitHub's workflow schema) + actionlint
 #   docker-compose*.yml check-jsonschema (the Compose Specification, i.e. what Compose v2 loads)
 #                       + `config` by every compose CLI present (v2 plugin and/or docker-compose 1.29)
-#   k8s/                kubectl kustomize (base + overlays/<env>) | kubernetes-validate --strict, checkov
+#   k8s/                kubectl kustomize (base + overlays/<env>, and k8s/stream/) | kubernetes-validate --strict, checkov
 #   charts/             helm lint --strict and helm template per environment | kubernetes-validate
 #                       --strict, checkov (tests/deploy/test_helm_chart.py also checks helm == kustomize)
 #   Jenkinsfile         npm-groovy-lint --noserver (no error, no warning; .groovylintrc.json)
@@ -65,7 +65,8 @@ compose_config() {  # compose_config CLI... -- FILES...
   local cli=() files=() f
   while [ "$1" != -- ]; do cli+=("$1"); shift; done; shift
   for f in "$@"; do files+=(-f "$f"); done
-  TLC_DATA_DIR=${TLC_DATA_DIR:-/tmp} "${cli[@]}" "${files[@]}" config -q
+  TLC_DATA_DIR=${TLC_DATA_DIR:-/tmp} "${cli[@]}" "${files[@]}" config -q \
+    && TLC_DATA_DIR=${TLC_DATA_DIR:-/tmp} "${cli[@]}" "${files[@]}" --profile stream config -q
 }
 CLIS=0
 if docker compose version >/dev/null 2>&1; then
@@ -97,6 +98,15 @@ if command -v kubectl >/dev/null; then
   if [ -x "$CHECKOV" ] && [ -s "$OUT/k8s.yaml" ]; then
     check "checkov (kubernetes, rendered kustomize)" "$CHECKOV" --skip-download --quiet --compact \
       --framework kubernetes -f "$OUT/k8s.yaml"
+  fi
+  # The stream consumer overlay (k8s/stream/), validated the same way.
+  check "kubectl kustomize k8s/stream" sh -c "kubectl kustomize k8s/stream > '$OUT/stream.yaml'"
+  if command -v kubernetes-validate >/dev/null && [ -s "$OUT/stream.yaml" ]; then
+    check "kubernetes-validate --strict (stream)" kubernetes-validate --strict "$OUT/stream.yaml"
+  fi
+  if [ -x "$CHECKOV" ] && [ -s "$OUT/stream.yaml" ]; then
+    check "checkov (kubernetes, k8s/stream)" "$CHECKOV" --skip-download --quiet --compact \
+      --framework kubernetes -f "$OUT/stream.yaml"
   fi
 fi
 # --- Helm chart ---

@@ -6,6 +6,11 @@ called mid-test: the port and the stored data survive a restart.
 
     with MlflowServer(tmp_path) as registry:
         env = {"MLFLOW_TRACKING_URI": registry.url}
+
+Object stores (tests/registry/test_artifact_stores.py): ``artifacts="s3://bucket/prefix"`` (or
+``gs://``) with the store's endpoint and credentials in ``env``; ``serve_artifacts=False`` makes
+it hand out the store's URIs to clients instead of proxying (``--no-serve-artifacts
+--default-artifact-root``).
 """
 
 from __future__ import annotations
@@ -26,8 +31,12 @@ MLFLOW = str(Path(sys.executable).with_name("mlflow"))
 class MlflowServer:
     """``mlflow server`` as a child process, stopped by PID (its process group)."""
 
-    def __init__(self, root: Path, port: int | None = None) -> None:
+    def __init__(self, root: Path, port: int | None = None, artifacts: str | None = None,
+                 serve_artifacts: bool = True, env: dict[str, str] | None = None) -> None:
         self.root = Path(root)
+        self.artifacts = artifacts or str(self.root / "artifacts")
+        self.serve_artifacts = serve_artifacts
+        self.env = dict(env or {})
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -37,11 +46,12 @@ class MlflowServer:
     def command(self) -> list[str]:
         return [MLFLOW, "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
                 "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
-                "--artifacts-destination", str(self.root / "artifacts")]
+                *(["--artifacts-destination", self.artifacts] if self.serve_artifacts else
+                  ["--no-serve-artifacts", "--default-artifact-root", self.artifacts])]
 
     def start(self, timeout: float = 60.0) -> MlflowServer:
         """Start the server and wait until ``/health`` answers 200."""
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **self.env}
         env.pop("MLFLOW_TRACKING_URI", None)
         with open(self.log_path, "ab") as log:
             # own process group: stop() reaches the uvicorn worker too, and nothing else

@@ -23,9 +23,10 @@ ALLOWED = {
     "web": {"base", "model", "startup", "web"},
     "protocols": {"base", "model", "startup", "web", "protocols"},
     "jobs": {"base", "model", "registry", "startup", "jobs"},
+    "stream": {"base", "model", "registry", "startup", "stream"},
     "app": {"base", "startup", "web", "protocols"},
     "__init__": {"base", "app"},
-    "__main__": {"base", "jobs"},
+    "__main__": {"base", "jobs", "stream"},
 }
 """What each room may import. ``app`` (the factory) is the only module that composes web and protocols."""
 

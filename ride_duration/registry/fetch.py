@@ -121,8 +121,25 @@ def download(artifact_uri: str, dst: str) -> Path:
 
     try:
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=dst))
+    except ImportError as exc:  # e.g. s3:// without boto3: the service image carries no cloud SDK
+        raise RegistryUnavailable(missing_sdk(artifact_uri, exc)) from exc
     except Exception as exc:  # noqa: BLE001 - mlflow raises many types for "could not fetch"
         raise RegistryUnavailable(f"cannot download {artifact_uri.rsplit('/', 1)[-1]}: {short(exc)}") from exc
+
+
+SDK_PACKAGES = {"boto3": "boto3", "botocore": "boto3", "s3transfer": "boto3", "google": "google-cloud-storage",
+                "azure": "azure-storage-blob"}
+"""The distribution to install when an artifact repository's import fails (top-level module -> package)."""
+
+
+def missing_sdk(artifact_uri: str, exc: ImportError) -> str:
+    """Why an object-store artifact cannot be read here, and the two ways out."""
+    scheme = artifact_uri.split(":", 1)[0]
+    top = (exc.name or "").split(".")[0]
+    package = SDK_PACKAGES.get(top, top or "the store's client library")
+    return (f"artifacts at {scheme}:// need the {package} package, which this service does not carry; "
+            f"run the tracking server with --serve-artifacts --artifacts-destination {scheme}://... (the "
+            f"default) so artifacts are proxied as mlflow-artifacts:/, or install {package}")
 
 
 def run_metrics(client: MlflowClient, run_id: str | None, warnings_out: list[str]) -> dict[str, float] | None:

@@ -1,0 +1,110 @@
+"""``python -m ride_duration stream``: the Kafka consumer as a command.
+
+    python -m ride_duration stream --source kafka://localhost:9092/rides \\
+        --sink kafka://localhost:9092/ride-predictions \\
+        --dead-letter kafka://localhost:9092/rides-dead-letter [--group ride-duration]
+
+The model is chosen as the service chooses it (:func:`ride_duration.startup.follow_model`):
+with ``MLFLOW_TRACKING_URI`` the registry's ``MODEL_URI`` (default
+``models:/<MODEL_NAME>@production``), re-resolved every ``MODEL_POLL_SECONDS`` and hot-swapped
+between batches; else the bundled file (``MODEL_PATH``). Flags override the ``STREAM_*``
+settings (``ride_duration.config.Settings``). Exit codes: 0 stopped cleanly, 1 no model or
+the shutdown bound passed, 2 bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import typing as t
+from pathlib import Path
+
+from ..config import Settings
+from ..model.holder import ModelHolder
+from ..startup import follow_model
+from . import metrics
+from .endpoints import kafka_topic
+
+log = logging.getLogger(__name__)
+
+
+def kafka_url(text: str) -> t.Any:
+    try:
+        return kafka_topic(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return key.strip(), value.strip()
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    updates = {name: getattr(args, name.removeprefix("stream_")) for name in
+               ("stream_batch_size", "stream_batch_wait", "stream_group", "stream_metrics_port")
+               if getattr(args, name.removeprefix("stream_")) is not None}
+    if args.model_uri:
+        updates["model_uri"] = args.model_uri
+    if args.model_path:
+        updates.update(model_path=args.model_path, mlflow_tracking_uri=None)
+    return Settings().model_copy(update=updates)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .kafka_consumer import StreamConsumer
+
+    settings = settings_from(args)
+    if args.model_uri and not settings.mlflow_tracking_uri:
+        log.error("--model-uri needs MLFLOW_TRACKING_URI", extra={"event": "stream_failed"})
+        return 2
+    holder = ModelHolder()
+    holder.listeners.append(metrics.on_model_event)
+    watcher = follow_model(settings, holder)
+    if holder.current is None:
+        log.error("no model to serve: %s", holder.reason, extra={"event": "stream_failed"})
+        return 1
+    consumer = StreamConsumer(settings, holder, args.source, args.sink, args.dead_letter,
+                              settings.stream_group, dict(args.kafka_config or []))
+    consumer.install_signal_handlers()
+    metrics.serve(settings.stream_metrics_port, settings.stream_metrics_host)
+    try:
+        return consumer.run()
+    finally:
+        if watcher is not None:
+            watcher.stop()
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """``python -m ride_duration stream``."""
+    defaults = Settings.model_fields
+    stream = commands.add_parser(
+        "stream", help="consume rides from Kafka, produce predictions (and dead letters) to Kafka",
+        description="Kafka consumer: one JSON ride per message in, {ride_id, duration, model_version} out, "
+                    "micro-batched, at-least-once (offsets committed after the outputs are acknowledged).")
+    stream.add_argument("--source", type=kafka_url, required=True, help="kafka://HOST:PORT[,HOST:PORT]/TOPIC of rides")
+    stream.add_argument("--sink", type=kafka_url, required=True, help="kafka://.../TOPIC for predictions")
+    stream.add_argument("--dead-letter", type=kafka_url, required=True,
+                        help="kafka://.../TOPIC for messages that are not valid rides")
+    stream.add_argument("--group", dest="group", default=None,
+                        help=f"consumer group (STREAM_GROUP, default {defaults['stream_group'].default})")
+    stream.add_argument("--batch-size", dest="batch_size", type=int, default=None,
+                        help=f"most messages per micro-batch (STREAM_BATCH_SIZE, default "
+                             f"{defaults['stream_batch_size'].default})")
+    stream.add_argument("--batch-wait", dest="batch_wait", type=float, default=None,
+                        help=f"seconds a batch waits to fill (STREAM_BATCH_WAIT, default "
+                             f"{defaults['stream_batch_wait'].default})")
+    stream.add_argument("--metrics-port", dest="metrics_port", type=int, default=None,
+                        help=f"Prometheus port, 0 for none (STREAM_METRICS_PORT, default "
+                             f"{defaults['stream_metrics_port'].default})")
+    model = stream.add_mutually_exclusive_group()
+    model.add_argument("--model-path", type=Path, default=None, help="a fixed model pickle (no registry)")
+    model.add_argument("--model-uri", default=None,
+                       help="registry URI to follow, e.g. models:/nyc-taxi-ride-duration@production "
+                            "(needs MLFLOW_TRACKING_URI; default MODEL_URI)")
+    stream.add_argument("--kafka-config", type=key_value, action="append", metavar="KEY=VALUE",
+                        help="extra librdkafka setting for the consumer and producers (repeatable), "
+                             "e.g. security.protocol=SASL_SSL")
+    stream.set_defaults(run=run)
