@@ -104,6 +104,14 @@ class FeatureStep:
 
 
 COURSE_STEP = FeatureStep()
+FITTED_STEP_ATTRIBUTE = "feature_step_"
+"""Training sets this attribute on the fitted ``DictVectorizer`` (the step's JSON form)."""
+
+
+def fitted_step(dv: t.Any, recorded: t.Mapping[str, t.Any] | None = None) -> FeatureStep:
+    """The step a fitted pair needs: ``recorded`` if given, else what training set on the vectorizer,
+    else the course's (a vectorizer from before feature steps)."""
+    return FeatureStep.from_dict(recorded or getattr(dv, FITTED_STEP_ATTRIBUTE, None))
 
 
 def ride_features(ride: t.Mapping[str, t.Any], step: FeatureStep = COURSE_STEP) -> dict[str, t.Any]:

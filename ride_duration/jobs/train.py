@@ -31,7 +31,15 @@ from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LinearRegression, Ridge
 from sklearn.metrics import root_mean_squared_error
 
-from ..features import DEFAULT_MAX_MILES, FLAGGED, STEPS, FeatureStep, prepare_features
+from ..features import (
+    DEFAULT_MAX_MILES,
+    FITTED_STEP_ATTRIBUTE,
+    FLAGGED,
+    STEPS,
+    FeatureStep,
+    fitted_step,
+    prepare_features,
+)
 from . import data
 
 log = logging.getLogger("train")
@@ -69,6 +77,7 @@ def fit(train_rides, valid_rides, step: FeatureStep = DEFAULT_STEP,
     dv = DictVectorizer()
     x_train = dv.fit_transform(prepare_features(train_rides.to_dict("records"), step))
     x_valid = dv.transform(prepare_features(valid_rides.to_dict("records"), step))
+    setattr(dv, FITTED_STEP_ATTRIBUTE, step.to_dict())  # so write_bundle / register record the right step
     lr = make_regressor(alpha)
     lr.fit(x_train, train_rides["duration"].to_numpy())
     rmse = float(root_mean_squared_error(valid_rides["duration"].to_numpy(), lr.predict(x_valid)))
@@ -81,18 +90,20 @@ def write_bundle(output_dir: Path, dv, lr, info: dict) -> dict:
     blob = pickle.dumps((dv, lr), protocol=5)
     sha256 = hashlib.sha256(blob).hexdigest()
     (output_dir / "lin_reg.bin").write_bytes(blob)
+    step = fitted_step(dv, info.get("feature_step"))
     metadata = {
         "name": "nyc-taxi-ride-duration",
         "version": f"lin_reg-{sha256[:12]}",
         "file": "lin_reg.bin",
         "sha256": sha256,
         "format": f"pickle of (DictVectorizer, {type(lr).__name__})",
-        "features": ["PU_DO", *FeatureStep.from_dict(info.get("feature_step")).numeric],
+        "features": ["PU_DO", *step.numeric],
         "n_features": len(dv.feature_names_),
         "sklearn_version": sklearn.__version__,
         "numpy_version": np.__version__,
         "python_version": sys.version.split()[0],
         **info,
+        "feature_step": step.to_dict(),
     }
     (output_dir / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
     return metadata

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import Settings
-from ..features import RAW_COLUMNS, FeatureStep
+from ..features import RAW_COLUMNS, FeatureStep, fitted_step
 from ..model.loading import sha256_bytes
 from ..model.predictor import LoadedModel, ModelCheckError
 from .client import bound_http
@@ -113,7 +113,7 @@ def log_and_register(args: argparse.Namespace, name: str, dv: t.Any, lr: t.Any, 
         })
         mlflow.log_metrics({k: float(v) for k, v in info["metrics"].items()})
         log_data(info, valid_rides)
-        step = FeatureStep.from_dict(info.get("feature_step"))
+        step = fitted_step(dv, info.get("feature_step"))
         pipeline = build_pipeline(dv, lr, step)
         example = valid_rides[list(RAW_COLUMNS)].head(5).reset_index(drop=True)
         with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
@@ -262,7 +262,7 @@ def register_and_gate(args: argparse.Namespace, dv: t.Any, lr: t.Any, info: dict
     try:
         version, _ = log_and_register(args, name, dv, lr, info, valid_rides)
         return gate(mlflow.MlflowClient(), name, version, valid_rides, args.alias, args.legacy_stage, dv, lr,
-                    info.get("feature_step"))
+                    fitted_step(dv, info.get("feature_step")).to_dict())
     except Exception as exc:  # noqa: BLE001 - a CLI: report any failure as one line and exit 1
         log.exception("registration failed")
         summary(f"error: {type(exc).__name__}: {str(exc)[:500]}")
