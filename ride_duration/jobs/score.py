@@ -22,6 +22,10 @@ Output columns, one row per input row, in input order:
   outside 1–999, distance above 1000 miles). Such rows are scored as in training, where the
   validation RMSE included them. Null for ordinary rows.
 
+``--engine spark`` runs the same scoring on Spark through ``mlflow.pyfunc.spark_udf``
+(:mod:`ride_duration.jobs.score_spark`; ``--master`` or spark-submit picks the cluster) and
+writes the same columns as a Parquet directory.
+
 Needs pyarrow (the ``train`` Pipfile category); the service never imports this module.
 """
 
@@ -29,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import time
 import typing as t
@@ -37,8 +40,8 @@ from pathlib import Path
 
 from ..config import Settings
 from ..model.loading import ModelLoadError
-from ..schemas import MAX_TRIP_DISTANCE, MAX_ZONE, MIN_ZONE
 from ..startup import load_model
+from .rows import ID_COLUMNS, INPUTS, TIMESTAMP_PAIRS, InputError, check_row, zone_problem  # noqa: F401
 
 if t.TYPE_CHECKING:
     import pyarrow as pa
@@ -48,46 +51,7 @@ if t.TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_ROWS = 100_000
-INPUTS = ("PULocationID", "DOLocationID", "trip_distance")
-TIMESTAMP_PAIRS = (("lpep_pickup_datetime", "lpep_dropoff_datetime"),  # green
-                   ("tpep_pickup_datetime", "tpep_dropoff_datetime"),  # yellow
-                   ("pickup_datetime", "dropOff_datetime"))            # FHV
-ID_COLUMNS = ("VendorID",)
 UNITS_PER_SECOND = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
-
-
-class InputError(Exception):
-    """The input file cannot be scored at all (unreadable, a required column missing)."""
-
-
-def zone_problem(name: str, value: t.Any) -> tuple[int | None, str | None, str | None]:
-    """(zone, reason it cannot be scored, note that the API would refuse it)."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return None, f"missing {name}", None
-    if isinstance(value, float):
-        if not value.is_integer():
-            return None, f"{name} is not an integer", None
-        value = int(value)
-    if not MIN_ZONE <= value <= MAX_ZONE:
-        return value, None, f"{name} outside the API range {MIN_ZONE}-{MAX_ZONE}; scored anyway"
-    return value, None, None
-
-
-def check_row(pu: t.Any, do: t.Any, dist: t.Any) -> tuple[dict[str, t.Any] | None, str | None]:
-    """The ride to predict (or None) and the row's ``reason`` (or None)."""
-    pu, pu_bad, pu_note = zone_problem("PULocationID", pu)
-    do, do_bad, do_note = zone_problem("DOLocationID", do)
-    if pu_bad or do_bad:
-        return None, pu_bad or do_bad
-    if dist is None or (isinstance(dist, float) and math.isnan(dist)):
-        return None, "missing trip_distance"
-    dist = float(dist)
-    if not math.isfinite(dist) or dist < 0:
-        return None, "trip_distance is negative or not finite"
-    note = pu_note or do_note
-    if dist > MAX_TRIP_DISTANCE and note is None:
-        note = f"trip_distance above the API limit of {MAX_TRIP_DISTANCE:g} miles; scored anyway"
-    return {"PULocationID": pu, "DOLocationID": do, "trip_distance": dist}, note
 
 
 def plan_columns(schema: pa.Schema) -> tuple[list[str], tuple[str, str] | None]:
@@ -201,7 +165,12 @@ def run(args: t.Any) -> int:
         log.error("cannot load the model: %s", exc, extra={"event": "score_failed"})
         return 1
     try:
-        summary = score_file(args.input, args.output, model, args.chunk_rows)
+        if getattr(args, "engine", "local") == "spark":
+            from . import score_spark
+
+            summary = score_spark.score_file(args.input, args.output, model, args.model_uri, master=args.master)
+        else:
+            summary = score_file(args.input, args.output, model, args.chunk_rows)
     except InputError as exc:
         log.error("%s", exc, extra={"event": "score_failed"})
         return 2
@@ -234,4 +203,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
                        help="registry URI such as models:/nyc-taxi-ride-duration@production (MLFLOW_TRACKING_URI)")
     score.add_argument("--chunk-rows", type=positive_int, default=DEFAULT_CHUNK_ROWS,
                        help=f"rows per chunk (default {DEFAULT_CHUNK_ROWS})")
+    score.add_argument("--engine", choices=("local", "spark"), default="local",
+                       help="local: pyarrow chunks in this process (default); spark: mlflow.pyfunc.spark_udf on "
+                            "Spark, output written as a Parquet directory (needs the spark Pipfile category)")
+    score.add_argument("--master", default=None,
+                       help="Spark master URL for --engine spark (default: spark-submit's, else local[*])")
     score.set_defaults(run=run)

@@ -2,8 +2,12 @@
 
     python train.py --train-data 2021-01 --valid-data 2021-02 --output-dir model/
 
-Writes ``lin_reg.bin`` (a pickle of ``(DictVectorizer, LinearRegression)``, the
-course's format) and ``metadata.json`` (sha256, versions, data, validation RMSE).
+Writes ``lin_reg.bin`` (a pickle of ``(DictVectorizer, linear regressor)``, the
+course's format) and ``metadata.json`` (sha256, versions, data, validation RMSE, and the
+``feature_step`` the model needs). The default is the ``flagged-v2`` step with ridge
+regression (docs/model.md); ``--feature-step course-v1 --alpha 0`` is the course's model.
+With ``--gate-against model/`` the bundle is written only if the new model beats that
+bundled champion on the same validation rides (the registry gate's scoring, run locally).
 With ``--register`` it also logs the run to MLflow, registers the model and moves
 the production alias through the champion/challenger gate (see ``--help``).
 Never imported by the service. ``train.py`` at the top of the repository runs :func:`main`.
@@ -24,10 +28,18 @@ from pathlib import Path
 import numpy as np
 import sklearn
 from sklearn.feature_extraction import DictVectorizer
-from sklearn.linear_model import LinearRegression
+from sklearn.linear_model import LinearRegression, Ridge
 from sklearn.metrics import root_mean_squared_error
 
-from ..features import prepare_features
+from ..features import (
+    DEFAULT_MAX_MILES,
+    FITTED_STEP_ATTRIBUTE,
+    FLAGGED,
+    STEPS,
+    FeatureStep,
+    fitted_step,
+    prepare_features,
+)
 from . import data
 
 log = logging.getLogger("train")
@@ -39,14 +51,34 @@ LSQR_TOL = 1e-8
 """scikit-learn >= 1.7 stops sparse lsqr at ``tol=1e-6`` (validation RMSE 7.76 here);
 ``1e-8`` reproduces the course's scikit-learn 1.0.2 fit (7.4795 vs its 7.4796). Fully
 converged (``1e-12``) fits the training month tighter and validates worse (7.4808)."""
+DEFAULT_STEP = FeatureStep(FLAGGED, DEFAULT_MAX_MILES)
+DEFAULT_ALPHA = 1.0
+"""Ridge penalty of the default model; 0 means the course's ``LinearRegression`` (lsqr, tol 1e-8)."""
+RIDGE_TOL = 1e-6
 
 
-def fit(train_rides, valid_rides) -> tuple[DictVectorizer, LinearRegression, float]:
+def make_regressor(alpha: float) -> LinearRegression | Ridge:
+    """``Ridge(alpha)`` (sparse conjugate gradients), or the course's lsqr fit when ``alpha`` is 0."""
+    if alpha == 0:
+        return LinearRegression(tol=LSQR_TOL)
+    return Ridge(alpha=alpha, solver="sparse_cg", tol=RIDGE_TOL)
+
+
+def model_params(step: FeatureStep, alpha: float) -> dict:
+    """What ``metadata.json`` and the MLflow run record about the fit."""
+    regressor = {"model": "LinearRegression", "tol": LSQR_TOL} if alpha == 0 else {
+        "model": "Ridge", "alpha": alpha, "solver": "sparse_cg", "tol": RIDGE_TOL}
+    return {**regressor, "feature_step": step.name, **({"max_miles": step.max_miles} if step.max_miles else {})}
+
+
+def fit(train_rides, valid_rides, step: FeatureStep = DEFAULT_STEP,
+        alpha: float = DEFAULT_ALPHA) -> tuple[DictVectorizer, LinearRegression | Ridge, float]:
     """Fit the vectorizer and the regression; return them with the validation RMSE."""
     dv = DictVectorizer()
-    x_train = dv.fit_transform(prepare_features(train_rides.to_dict("records")))
-    x_valid = dv.transform(prepare_features(valid_rides.to_dict("records")))
-    lr = LinearRegression(tol=LSQR_TOL)
+    x_train = dv.fit_transform(prepare_features(train_rides.to_dict("records"), step))
+    x_valid = dv.transform(prepare_features(valid_rides.to_dict("records"), step))
+    setattr(dv, FITTED_STEP_ATTRIBUTE, step.to_dict())  # so write_bundle / register record the right step
+    lr = make_regressor(alpha)
     lr.fit(x_train, train_rides["duration"].to_numpy())
     rmse = float(root_mean_squared_error(valid_rides["duration"].to_numpy(), lr.predict(x_valid)))
     return dv, lr, rmse
@@ -58,18 +90,20 @@ def write_bundle(output_dir: Path, dv, lr, info: dict) -> dict:
     blob = pickle.dumps((dv, lr), protocol=5)
     sha256 = hashlib.sha256(blob).hexdigest()
     (output_dir / "lin_reg.bin").write_bytes(blob)
+    step = fitted_step(dv, info.get("feature_step"))
     metadata = {
         "name": "nyc-taxi-ride-duration",
         "version": f"lin_reg-{sha256[:12]}",
         "file": "lin_reg.bin",
         "sha256": sha256,
-        "format": "pickle of (DictVectorizer, LinearRegression)",
-        "features": ["PU_DO", "trip_distance"],
+        "format": f"pickle of (DictVectorizer, {type(lr).__name__})",
+        "features": ["PU_DO", *step.numeric],
         "n_features": len(dv.feature_names_),
         "sklearn_version": sklearn.__version__,
         "numpy_version": np.__version__,
         "python_version": sys.version.split()[0],
         **info,
+        "feature_step": step.to_dict(),
     }
     (output_dir / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
     return metadata
@@ -95,6 +129,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output-dir", type=Path, default=Path("model"),
                    help="where lin_reg.bin and metadata.json go (default model/)")
     p.add_argument("--no-bundle", action="store_true", help="do not write the bundle files")
+    p.add_argument("--feature-step", choices=STEPS, default=DEFAULT_STEP.name,
+                   help=f"feature step the model is trained with and needs (default {DEFAULT_STEP.name})")
+    p.add_argument("--max-miles", type=float, default=DEFAULT_MAX_MILES,
+                   help=f"{FLAGGED}: distances above this are implausible (default {DEFAULT_MAX_MILES:g})")
+    p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
+                   help=f"ridge penalty; 0 = the course's LinearRegression (default {DEFAULT_ALPHA:g})")
+    p.add_argument("--gate-against", type=Path, default=None, metavar="BUNDLE",
+                   help="a bundled champion (lin_reg.bin or its folder, e.g. model/): write the bundle only if "
+                        "the new model's validation RMSE is lower on the same rides (exit 3 otherwise)")
     p.add_argument("--register", action="store_true",
                    help="log to MLflow (MLFLOW_TRACKING_URI), register, and promote if better than production")
     p.add_argument("--model-name", default=None,
@@ -113,15 +156,26 @@ def main(argv: list[str] | None = None) -> int:
     valid_src = data.resolve_source(args.valid_data, args.data_dir)
     log.info("reading %s and %s", train_src, valid_src)
     train_rides, valid_rides = data.read_rides(train_src), data.read_rides(valid_src)
-    dv, lr, rmse = fit(train_rides, valid_rides)
+    step = FeatureStep(args.feature_step, args.max_miles if args.feature_step == FLAGGED else None)
+    dv, lr, rmse = fit(train_rides, valid_rides, step, args.alpha)
     info = {
         "trained_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "train_data": describe_source(train_src, len(train_rides)),
         "valid_data": describe_source(valid_src, len(valid_rides)),
         "metrics": {"valid_rmse": rmse},
-        "params": {"model": "LinearRegression", "tol": LSQR_TOL},
+        "params": model_params(step, args.alpha),
+        "feature_step": step.to_dict(),
     }
     log.info("validation RMSE %.4f on %d rides", rmse, len(valid_rides))
+    if args.gate_against is not None:
+        from ..registry import promote
+
+        code, gate_info = promote.gate_bundle(args.gate_against, dv, lr, step, valid_rides)
+        info["gate"] = gate_info
+        if "champion_rmse" in gate_info:
+            info["metrics"]["champion_valid_rmse"] = gate_info["champion_rmse"]
+        if code != EXIT_PROMOTED:
+            return code
     if not args.no_bundle:
         meta = write_bundle(args.output_dir, dv, lr, info)
         log.info("wrote %s/lin_reg.bin version %s", args.output_dir, meta["version"])

@@ -1,7 +1,9 @@
 """Loading a pickled ``(DictVectorizer, regressor)`` file, integrity first.
 
 The sha256 is checked *before* unpickling (a pickle can run code): the expected
-digest comes from ``MODEL_SHA256`` or from ``metadata.json`` beside the file.
+digest comes from ``MODEL_SHA256`` or from ``metadata.json`` beside the file. The feature
+step the model needs is ``metadata.json``'s ``"feature_step"``; a file without one (the
+course's ``lin_reg.bin``) gets the course's step.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import sklearn
 
+from ..features import FeatureStep, FeatureStepError
 from .predictor import LoadedModel, ModelCheckError
 
 log = logging.getLogger(__name__)
@@ -77,6 +80,10 @@ def load_file(path: Path, expected_sha256: str | None = None, source: str = "bun
         raise ModelLoadError(
             f"sha256 mismatch for {path.name}: expected {expected[:12]}…, file has {digest[:12]}…; "
             "refusing to unpickle")
+    try:
+        step = FeatureStep.from_dict(meta.get("feature_step"))
+    except FeatureStepError as exc:
+        raise ModelLoadError(f"{path.name}: {exc}") from exc
     dv, regressor, notes = unpickle_pair(blob)
     info = {
         "name": meta.get("name", path.stem),
@@ -90,7 +97,7 @@ def load_file(path: Path, expected_sha256: str | None = None, source: str = "bun
     }
     version = meta.get("version") or f"sha256-{digest[:12]}"
     try:
-        model = LoadedModel.build(dv, regressor, version=version, source=source, info=info)
+        model = LoadedModel.build(dv, regressor, version=version, source=source, info=info, step=step)
     except ModelCheckError as exc:
         raise ModelLoadError(str(exc)) from exc
     for note in info["warnings"]:

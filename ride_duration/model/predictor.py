@@ -1,9 +1,10 @@
 """A loaded model, its metadata, and the fast path for linear models.
 
 A ``(DictVectorizer, linear regressor)`` pair whose only features are ``PU_DO=…``
-one-hots and ``trip_distance`` is compiled at load time into a dictionary of
-``PU_DO`` weights plus a distance weight: a prediction is then one lookup and one
-multiply-add instead of ~170 µs of scikit-learn input checking. The compiled form is
+one-hots and the numeric features of its feature step (``ride_duration.features``:
+``trip_distance`` for the course's step) is compiled at load time into a dictionary of
+``PU_DO`` weights plus one weight per numeric feature: a prediction is then one lookup and
+a few multiply-adds instead of ~170 µs of scikit-learn input checking. The compiled form is
 used only after it matches scikit-learn on a sample to 1e-9 relative; any other
 model takes the general path.
 """
@@ -18,7 +19,7 @@ from operator import itemgetter
 
 import numpy as np
 
-from ..features import CATEGORICAL, NUMERICAL, prepare_features
+from ..features import CATEGORICAL, COURSE_STEP, FeatureStep, prepare_features
 
 VERIFY_RTOL = 1e-9
 GOLDEN_RIDES: tuple[dict[str, t.Any], ...] = (
@@ -27,6 +28,7 @@ GOLDEN_RIDES: tuple[dict[str, t.Any], ...] = (
     {"PULocationID": 74, "DOLocationID": 75, "trip_distance": 0.0},
     {"PULocationID": 1, "DOLocationID": 265, "trip_distance": 12.5},
     {"PULocationID": 999, "DOLocationID": 999, "trip_distance": 1000.0},
+    {"PULocationID": 43, "DOLocationID": 151, "trip_distance": 35.0},
 )
 """Rides every model must answer with finite numbers before it may serve."""
 
@@ -41,7 +43,10 @@ ZONE_KEY_BASE = 1 << 20
 
 @dataclasses.dataclass(frozen=True)
 class CompiledLinear:
-    """``duration = w[PU_DO] + w_distance * trip_distance + intercept``.
+    """``duration = w[PU_DO] + Σ w_k * f_k(trip_distance) + intercept``.
+
+    ``f_k`` are the feature step's numeric features (``step.numeric``; for the course's step
+    just ``trip_distance``, so ``w[PU_DO] + w_distance * trip_distance + intercept``).
 
     ``weights`` serves one ride (one string lookup). A batch looks its zone pairs up all at
     once: ``pair_keys`` (sorted ``PU * ZONE_KEY_BASE + DO`` of every canonical ``"<PU>_<DO>"``
@@ -51,10 +56,17 @@ class CompiledLinear:
     weights: dict[str, float]
     distance_weight: float
     intercept: float
+    step: FeatureStep = COURSE_STEP
+    numeric_weights: tuple[float, ...] = ()
+    """Weights of ``step.numeric`` in order (the first is ``distance_weight``); set from it if empty."""
     pair_keys: np.ndarray = dataclasses.field(default=None, repr=False)  # type: ignore[assignment]
     pair_weights: np.ndarray = dataclasses.field(default=None, repr=False)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
+        if not self.numeric_weights:
+            object.__setattr__(self, "numeric_weights", (self.distance_weight,))
+        if len(self.numeric_weights) != len(self.step.numeric):
+            raise ValueError(f"{len(self.step.numeric)} numeric weights needed for {self.step.name}")
         if self.pair_keys is None:
             keys, values = pair_index(self.weights)
             object.__setattr__(self, "pair_keys", keys)
@@ -62,7 +74,13 @@ class CompiledLinear:
 
     def predict_one(self, ride: t.Mapping[str, t.Any]) -> float:
         key = f"{int(ride['PULocationID'])}_{int(ride['DOLocationID'])}"
-        return (self.weights.get(key, 0.0) + self.distance_weight * ride["trip_distance"]) + self.intercept
+        if len(self.numeric_weights) == 1:  # the course's step: trip_distance as given
+            return (self.weights.get(key, 0.0) + self.distance_weight * ride["trip_distance"]) + self.intercept
+        total = self.weights.get(key, 0.0)
+        values = self.step.distance_features(float(ride["trip_distance"]))
+        for name, w in zip(self.step.numeric, self.numeric_weights, strict=True):
+            total += w * values[name]
+        return total + self.intercept
 
     def predict(self, rides: t.Sequence[t.Mapping[str, t.Any]]) -> np.ndarray:
         n = len(rides)
@@ -76,7 +94,9 @@ class CompiledLinear:
             get = self.weights.get
             w = np.fromiter(
                 (get(f"{int(r['PULocationID'])}_{int(r['DOLocationID'])}", 0.0) for r in rides), float, n)
-        return (w + self.distance_weight * dist) + self.intercept
+        for column, weight in zip(self.step.distance_columns(dist), self.numeric_weights, strict=True):
+            w = w + weight * column
+        return w + self.intercept
 
     def pair_weight(self, pu: np.ndarray, do: np.ndarray) -> np.ndarray | None:
         """``w[PU_DO]`` for whole columns of integral zone IDs in ``[0, ZONE_KEY_BASE)``, else None."""
@@ -109,8 +129,8 @@ def pair_index(weights: t.Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(keys, dtype=np.int64)[order], np.asarray(values, dtype=float)[order]
 
 
-def compile_linear(dv: t.Any, regressor: t.Any) -> CompiledLinear | None:
-    """The lookup form of a DictVectorizer + linear model, or None if it has another shape."""
+def compile_linear(dv: t.Any, regressor: t.Any, step: FeatureStep = COURSE_STEP) -> CompiledLinear | None:
+    """The lookup form of a DictVectorizer + linear model for ``step``, or None if it has another shape."""
     from sklearn.feature_extraction import DictVectorizer
     from sklearn.linear_model._base import LinearModel
 
@@ -122,17 +142,18 @@ def compile_linear(dv: t.Any, regressor: t.Any) -> CompiledLinear | None:
         return None
     prefix = CATEGORICAL + dv.separator
     weights: dict[str, float] = {}
-    distance_weight = 0.0
+    numeric = dict.fromkeys(step.numeric, 0.0)
     for name, w in zip(names, coef.tolist(), strict=False):
-        if name == NUMERICAL:
-            distance_weight = w
+        if name in numeric:
+            numeric[name] = w
         elif name.startswith(prefix):
             weights[name[len(prefix):]] = w
         else:
             return None
     intercept = float(np.ravel(regressor.intercept_)[0]) if np.ndim(regressor.intercept_) else float(
         regressor.intercept_)
-    return CompiledLinear(weights, distance_weight, intercept)
+    numeric_weights = tuple(numeric.values())
+    return CompiledLinear(weights, numeric_weights[0], intercept, step, numeric_weights)
 
 
 def sample_rides(compiled: CompiledLinear, n: int = 512, seed: int = 0) -> list[dict[str, t.Any]]:
@@ -145,13 +166,14 @@ def sample_rides(compiled: CompiledLinear, n: int = 512, seed: int = 0) -> list[
             pu, do = (int(p) for p in rng.choice(keys).split("_"))
         else:
             pu, do = rng.randint(1, 999), rng.randint(1, 999)
-        rides.append({"PULocationID": pu, "DOLocationID": do, "trip_distance": rng.uniform(0, 60)})
+        distance = rng.uniform(0, 60)
+        rides.append({"PULocationID": pu, "DOLocationID": do, "trip_distance": 0.0 if i % 16 == 5 else distance})
     return rides
 
 
 @dataclasses.dataclass(frozen=True)
 class LoadedModel:
-    """A ready-to-serve model: the pipeline, its fast path, and what it is."""
+    """A ready-to-serve model: the pipeline, its feature step, its fast path, and what it is."""
 
     dv: t.Any
     regressor: t.Any
@@ -159,18 +181,19 @@ class LoadedModel:
     source: str
     info: dict[str, t.Any]
     fast: CompiledLinear | None = None
+    step: FeatureStep = COURSE_STEP
 
     @classmethod
     def build(cls, dv: t.Any, regressor: t.Any, *, version: str, source: str,
-              info: dict[str, t.Any] | None = None) -> LoadedModel:
+              info: dict[str, t.Any] | None = None, step: FeatureStep = COURSE_STEP) -> LoadedModel:
         """Check the pair, compile and verify the fast path, run the golden self-test.
 
         :raises ModelCheckError: the model is not fit to serve.
         """
         if not hasattr(dv, "transform") or not hasattr(regressor, "predict"):
             raise ModelCheckError("expected a (DictVectorizer, regressor) pair")
-        model = cls(dv, regressor, version, source, dict(info or {}))
-        fast = compile_linear(dv, regressor)
+        model = cls(dv, regressor, version, source, dict(info or {}), step=step)
+        fast = compile_linear(dv, regressor, step)
         if fast is not None:
             rides = sample_rides(fast) + list(GOLDEN_RIDES)
             expected = model.predict_general(rides)
@@ -178,12 +201,14 @@ class LoadedModel:
             if np.allclose(actual, expected, rtol=VERIFY_RTOL, atol=0.0):
                 model = dataclasses.replace(model, fast=fast)
         model.info["fast_path"] = model.fast is not None
+        model.info["feature_step"] = step.to_dict()
         model.self_test()
         return model
 
     def predict_general(self, rides: t.Sequence[t.Mapping[str, t.Any]]) -> np.ndarray:
         """scikit-learn's own path: vectorize, then predict."""
-        return np.asarray(self.regressor.predict(self.dv.transform(prepare_features(rides))), dtype=float)
+        return np.asarray(self.regressor.predict(self.dv.transform(prepare_features(rides, self.step))),
+                          dtype=float)
 
     def predict(self, rides: t.Sequence[t.Mapping[str, t.Any]]) -> list[float]:
         """Durations in minutes, in input order, one model call for the batch."""

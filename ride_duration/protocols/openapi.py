@@ -88,6 +88,8 @@ class ModelCard(BaseModel):
     source: str
     sha256: str | None
     features: list[str]
+    feature_step: dict[str, t.Any]
+    """The feature step the model needs (``{"name": "flagged-v2", "max_miles": 30.0}``; docs/model.md)."""
     n_features: int
     regressor: str
     fast_path: bool

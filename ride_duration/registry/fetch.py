@@ -25,7 +25,7 @@ import sklearn
 
 from ..model.loading import sha256_bytes
 from ..model.predictor import LoadedModel, ModelCheckError
-from .mlflow_model import SHA256_TAG, example_rides, split_pipeline
+from .mlflow_model import FEATURE_STEP_TAG, SHA256_TAG, example_rides, pipeline_step, split_pipeline
 
 if t.TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -185,12 +185,18 @@ def load(client: MlflowClient, target: Target) -> LoadedModel:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            dv, regressor = split_pipeline(pickle.loads(blob))  # noqa: S301 - registry is trusted, digest checked
+            pipeline = pickle.loads(blob)  # noqa: S301 - registry is trusted, digest checked
+            dv, regressor = split_pipeline(pipeline)
+            step = pipeline_step(pipeline)
         except ModelCheckError as exc:
             raise CandidateRejected(str(exc)) from exc
         except Exception as exc:  # noqa: BLE001 - any unpickling failure disqualifies the model
             raise CandidateRejected(f"cannot unpickle model: {short(exc)}") from exc
     notes += sorted({f"{w.category.__name__}: {w.message}" for w in caught})
+    tagged = target.tags.get(FEATURE_STEP_TAG)
+    if tagged is not None and tagged != json.dumps(step.to_dict(), sort_keys=True):
+        raise CandidateRejected(f"model version tag {FEATURE_STEP_TAG}={tagged} disagrees with the pipeline's "
+                                f"feature step {step.to_dict()}")
     run_id = target.run_id or mlmodel.get("run_id")
     metadata = dict(mlmodel.get("metadata") or {})
     metrics = run_metrics(client, run_id, notes)
@@ -205,7 +211,7 @@ def load(client: MlflowClient, target: Target) -> LoadedModel:
         "loaded_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "warnings": notes,
     }
     try:
-        model = LoadedModel.build(dv, regressor, version=target.label, source="registry", info=info)
+        model = LoadedModel.build(dv, regressor, version=target.label, source="registry", info=info, step=step)
         if example is not None:
             check_example(model, example_rides(example))
     except ModelCheckError as exc:

@@ -1,7 +1,9 @@
 """The registered model's format, shared by training (``promote``) and serving (``registry``).
 
-What goes to MLflow is an sklearn ``Pipeline``: ``FunctionTransformer(rides_to_features)``
-→ ``DictVectorizer`` → regressor, pickled with cloudpickle (not skops). MLflow's pyfunc
+What goes to MLflow is an sklearn ``Pipeline``: ``FunctionTransformer(rides_to_features,
+kw_args={"step": <feature step>})`` → ``DictVectorizer`` → regressor, pickled with cloudpickle
+(not skops). The transformer's ``kw_args`` say which feature step the model needs (a pipeline
+without them is the course's); the model version's ``feature_step`` tag repeats it for people. MLflow's pyfunc
 and ``mlflow models serve`` call it with a frame of raw ride columns; the service
 unpickles the same file, takes the last two steps and compiles its usual fast path,
 so both give the same numbers for the same weights.
@@ -14,24 +16,52 @@ from __future__ import annotations
 import typing as t
 from pathlib import Path
 
-from ..features import RAW_COLUMNS, rides_to_features
+from ..features import CATEGORICAL, COURSE_STEP, RAW_COLUMNS, FeatureStep, FeatureStepError, rides_to_features
 from ..model.predictor import ModelCheckError
 
 MODEL_ARTIFACT = "model"
 """Name of the logged model inside a run (``runs:/<run_id>/model``)."""
 SHA256_TAG = "model_sha256"
 """Model-version tag: sha256 of the pickled pipeline, checked before unpickling when serving."""
+FEATURE_STEP_TAG = "feature_step"
+"""Model-version tag: the feature step's JSON (``{"name": "flagged-v2", "max_miles": 30.0}``)."""
 GATE_TAG = "gate"
 GATE_REASON_TAG = "gate_reason"
 FEATURES_MODULE = Path(__file__).parent.parent / "features.py"
 
 
-def build_pipeline(dv: t.Any, regressor: t.Any) -> t.Any:
-    """The servable model: raw rides (frame or list of dicts) in, minutes out."""
+def build_pipeline(dv: t.Any, regressor: t.Any, step: FeatureStep = COURSE_STEP) -> t.Any:
+    """The servable model: raw rides (frame or list of dicts) in, minutes out.
+
+    :raises ModelCheckError: the vectorizer was fitted on numeric features ``step`` does not make
+        (a model trained with one step and logged with another would silently ignore them).
+    """
     from sklearn.pipeline import Pipeline
+
+    prefix = CATEGORICAL + getattr(dv, "separator", "=")
+    unknown = [n for n in getattr(dv, "feature_names_", []) if not n.startswith(prefix) and n not in step.numeric]
+    if unknown:
+        raise ModelCheckError(f"the vectorizer has features {unknown[:3]} that feature step {step.name} does not "
+                              "make; pass the step the model was trained with")
     from sklearn.preprocessing import FunctionTransformer
 
-    return Pipeline([("features", FunctionTransformer(rides_to_features)), ("dv", dv), ("regressor", regressor)])
+    features = FunctionTransformer(rides_to_features, kw_args={"step": step.to_dict()})
+    return Pipeline([("features", features), ("dv", dv), ("regressor", regressor)])
+
+
+def pipeline_step(obj: t.Any) -> FeatureStep:
+    """The feature step a logged pipeline applies (the course's for a bare pair or no ``kw_args``).
+
+    :raises ModelCheckError: the pipeline names an unknown step or bad parameters.
+    """
+    steps = getattr(obj, "steps", None)
+    if not steps:
+        return COURSE_STEP
+    kw_args = getattr(steps[0][1], "kw_args", None) or {}
+    try:
+        return FeatureStep.from_dict(kw_args.get("step"))
+    except FeatureStepError as exc:
+        raise ModelCheckError(str(exc)) from exc
 
 
 def split_pipeline(obj: t.Any) -> tuple[t.Any, t.Any]:

@@ -12,12 +12,17 @@ imported by the service). Steps:
    ``--legacy-stage``, the deprecated ``Production`` stage) moves only if the candidate's
    RMSE is lower; otherwise the candidate is tagged ``gate=rejected`` with the reason.
 
+The same comparison (:func:`rmse`, :func:`judge`) runs without a registry for the bundled
+model: ``train.py --gate-against model/`` (:func:`gate_bundle`) scores the new model and the
+bundled champion, each through its own feature step, on the same validation rides.
+
 Exit codes (same as ``train.py``): 0 promoted, 3 kept the champion, 1 error.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import tempfile
@@ -28,11 +33,12 @@ from pathlib import Path
 import numpy as np
 
 from ..config import Settings
-from ..features import RAW_COLUMNS
+from ..features import RAW_COLUMNS, FeatureStep, fitted_step
 from ..model.loading import sha256_bytes
 from ..model.predictor import LoadedModel, ModelCheckError
 from .client import bound_http
 from .mlflow_model import (
+    FEATURE_STEP_TAG,
     GATE_REASON_TAG,
     GATE_TAG,
     MODEL_ARTIFACT,
@@ -107,7 +113,8 @@ def log_and_register(args: argparse.Namespace, name: str, dv: t.Any, lr: t.Any, 
         })
         mlflow.log_metrics({k: float(v) for k, v in info["metrics"].items()})
         log_data(info, valid_rides)
-        pipeline = build_pipeline(dv, lr)
+        step = fitted_step(dv, info.get("feature_step"))
+        pipeline = build_pipeline(dv, lr, step)
         example = valid_rides[list(RAW_COLUMNS)].head(5).reset_index(drop=True)
         with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
             # MLflow's own noise: "integer columns can't hold NaN" (rides are cleaned), a pandas deprecation
@@ -125,6 +132,7 @@ def log_and_register(args: argparse.Namespace, name: str, dv: t.Any, lr: t.Any, 
         pickled = mlflow.artifacts.download_artifacts(artifact_uri=f"{uri}/model.pkl", dst_path=tmp)
         digest = sha256_bytes(Path(pickled).read_bytes())
     client.set_model_version_tag(name, version, SHA256_TAG, digest)
+    client.set_model_version_tag(name, version, FEATURE_STEP_TAG, json.dumps(step.to_dict(), sort_keys=True))
     client.set_model_version_tag(name, version, "valid_rmse", f"{info['metrics']['valid_rmse']:.6f}")
     log.info("registered %s version %s (run %s, sha256 %s)", name, version, run.info.run_id, digest[:12])
     return version, run.info.run_id
@@ -142,15 +150,57 @@ def champion_version(client: MlflowClient, name: str, alias: str) -> str | None:
         raise
 
 
+def rmse(predicted: t.Any, valid_rides: pd.DataFrame) -> float:
+    """RMSE of ``predicted`` against the rides' ``duration`` (inf if not finite)."""
+    predicted = np.asarray(predicted, dtype=float).ravel()
+    actual = valid_rides["duration"].to_numpy(dtype=float)
+    value = float(np.sqrt(np.mean((actual - predicted) ** 2)))
+    return value if math.isfinite(value) else math.inf
+
+
 def score(name: str, version: str, valid_rides: pd.DataFrame) -> float:
     """Validation RMSE of a registered version served through ``mlflow.pyfunc`` (inf if not finite)."""
     import mlflow.pyfunc
 
     model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
-    predicted = np.asarray(model.predict(valid_rides[list(RAW_COLUMNS)]), dtype=float).ravel()
-    actual = valid_rides["duration"].to_numpy(dtype=float)
-    rmse = float(np.sqrt(np.mean((actual - predicted) ** 2)))
-    return rmse if math.isfinite(rmse) else math.inf
+    return rmse(model.predict(valid_rides[list(RAW_COLUMNS)]), valid_rides)
+
+
+def judge(candidate_rmse: float, champion_rmse: float, champion: str, n: int) -> tuple[bool, str]:
+    """The gate's rule: promote only a strictly lower RMSE on the same rides; returns (promote, reason)."""
+    if not candidate_rmse < champion_rmse:
+        return False, (f"candidate RMSE {candidate_rmse:.4f} is not lower than champion {champion} RMSE "
+                       f"{champion_rmse:.4f} on the same {n} validation rides")
+    return True, (f"candidate RMSE {candidate_rmse:.4f} < champion {champion} RMSE {champion_rmse:.4f} "
+                  f"on the same {n} validation rides")
+
+
+def gate_bundle(champion_path: Path, dv: t.Any, lr: t.Any, step: FeatureStep,
+                valid_rides: pd.DataFrame) -> tuple[int, dict[str, t.Any]]:
+    """The gate against a bundled champion file (no registry): ``(exit code, what metadata records)``.
+
+    Both models are scored as the service serves them (``LoadedModel.predict``, each with its
+    own feature step) on the same rides.
+    """
+    from ..model.loading import load_file
+
+    path = Path(champion_path)
+    champion = load_file(path / "lin_reg.bin" if path.is_dir() else path)
+    rides = valid_rides[list(RAW_COLUMNS)].to_dict("records")
+    n = len(rides)
+    try:
+        candidate = LoadedModel.build(dv, lr, version="candidate", source="candidate", step=step)
+    except ModelCheckError as exc:
+        summary(f"kept champion {champion.version}: candidate fails the serving self-test: {exc}")
+        return EXIT_KEPT_CHAMPION, {}
+    candidate_rmse = rmse(candidate.predict(rides), valid_rides)
+    champion_rmse = rmse(champion.predict(rides), valid_rides)
+    ok, reason = judge(candidate_rmse, champion_rmse, champion.version, n)
+    record = {"decision": "promoted" if ok else "rejected", "reason": reason, "rides": n,
+              "candidate_rmse": candidate_rmse, "champion": champion.version, "champion_rmse": champion_rmse,
+              "champion_feature_step": champion.step.to_dict(), "champion_sha256": champion.info["sha256"]}
+    summary(f"{'promoted candidate over' if ok else 'kept champion'} {champion.version}: {reason}")
+    return (EXIT_PROMOTED if ok else EXIT_KEPT_CHAMPION), record
 
 
 def promote(client: MlflowClient, name: str, version: str, alias: str, legacy_stage: bool) -> None:
@@ -163,11 +213,11 @@ def promote(client: MlflowClient, name: str, version: str, alias: str, legacy_st
 
 
 def gate(client: MlflowClient, name: str, version: str, valid_rides: pd.DataFrame, alias: str,
-         legacy_stage: bool, dv: t.Any, lr: t.Any) -> int:
+         legacy_stage: bool, dv: t.Any, lr: t.Any, step: t.Mapping[str, t.Any] | None = None) -> int:
     """Champion/challenger: promote ``version`` only if it beats the alias's version."""
     n = len(valid_rides)
     try:
-        LoadedModel.build(dv, lr, version=version, source="candidate")
+        LoadedModel.build(dv, lr, version=version, source="candidate", step=FeatureStep.from_dict(step))
     except ModelCheckError as exc:
         return reject(client, name, version, f"candidate fails the serving self-test: {exc}")
     candidate_rmse = score(name, version, valid_rides)
@@ -178,11 +228,9 @@ def gate(client: MlflowClient, name: str, version: str, valid_rides: pd.DataFram
         reason = f"no @{alias} version yet; candidate RMSE {candidate_rmse:.4f} on {n} validation rides"
     else:
         champion_rmse = score(name, champion, valid_rides)
-        if not candidate_rmse < champion_rmse:
-            return reject(client, name, version, f"candidate RMSE {candidate_rmse:.4f} is not lower than "
-                          f"champion v{champion} RMSE {champion_rmse:.4f} on the same {n} validation rides")
-        reason = (f"candidate RMSE {candidate_rmse:.4f} < champion v{champion} RMSE {champion_rmse:.4f} "
-                  f"on the same {n} validation rides")
+        ok, reason = judge(candidate_rmse, champion_rmse, f"v{champion}", n)
+        if not ok:
+            return reject(client, name, version, reason)
         client.set_model_version_tag(name, version, "previous_" + alias, champion)
     promote(client, name, version, alias, legacy_stage)
     client.set_model_version_tag(name, version, GATE_TAG, "promoted")
@@ -213,7 +261,8 @@ def register_and_gate(args: argparse.Namespace, dv: t.Any, lr: t.Any, info: dict
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     try:
         version, _ = log_and_register(args, name, dv, lr, info, valid_rides)
-        return gate(mlflow.MlflowClient(), name, version, valid_rides, args.alias, args.legacy_stage, dv, lr)
+        return gate(mlflow.MlflowClient(), name, version, valid_rides, args.alias, args.legacy_stage, dv, lr,
+                    fitted_step(dv, info.get("feature_step")).to_dict())
     except Exception as exc:  # noqa: BLE001 - a CLI: report any failure as one line and exit 1
         log.exception("registration failed")
         summary(f"error: {type(exc).__name__}: {str(exc)[:500]}")

@@ -10,7 +10,9 @@ from ride_duration.model.loading import load_file
 from tests.conftest import BUNDLED, require_real
 from tests.synthetic import ROOT, make_rides
 
-RMSE_BOUND = 7.48
+RMSE_BOUND = 6.5
+"""Issue 14's goal for 2021-02 trained on 2021-01 (the course's model: 7.4795)."""
+COURSE_RMSE = 7.48
 REPRODUCE_ABS = 1e-4
 """lsqr stopped at tol=1e-8 lands on slightly different points under different BLAS kernels
 (7.479533 with OpenBLAS's Haswell kernels, 7.479590 with the one it picks by itself here)."""
@@ -46,7 +48,8 @@ def test_training_on_synthetic_data_writes_a_loadable_bundle(synthetic_months, t
     assert model.info["sha256_verified"] and model.version == meta["version"]
     with open(tmp_path / "lin_reg.bin", "rb") as f:
         dv, lr = pickle.load(f)
-    assert type(dv).__name__ == "DictVectorizer" and type(lr).__name__ == "LinearRegression"
+    assert type(dv).__name__ == "DictVectorizer" and type(lr).__name__ == "Ridge"
+    assert model.step.to_dict() == meta["feature_step"] == {"name": "flagged-v2", "max_miles": 30.0}
 
 
 def test_cli_help_documents_the_options():
@@ -59,6 +62,9 @@ def test_cli_help_documents_the_options():
 def test_bundled_metadata_records_the_rmse_bound():
     meta = json.loads((BUNDLED / "metadata.json").read_text())
     assert meta["metrics"]["valid_rmse"] <= RMSE_BOUND
+    assert meta["metrics"]["champion_valid_rmse"] == pytest.approx(COURSE_RMSE, abs=0.001)
+    assert meta["gate"]["decision"] == "promoted" and meta["gate"]["champion_feature_step"] == {"name": "course-v1"}
+    assert meta["feature_step"] == {"name": "flagged-v2", "max_miles": 30.0}
     assert meta["train_data"]["source"].endswith("green_tripdata_2021-01.parquet")
     assert meta["valid_data"]["source"].endswith("green_tripdata_2021-02.parquet")
 
@@ -73,3 +79,37 @@ def test_real_data_reproduces_the_bundled_rmse(tmp_path):
     assert actual["metrics"]["valid_rmse"] <= RMSE_BOUND
     assert actual["metrics"]["valid_rmse"] == pytest.approx(expected["metrics"]["valid_rmse"], abs=REPRODUCE_ABS)
     assert (actual["train_data"]["rows"], actual["valid_data"]["rows"]) == (73908, 61921)
+    assert (actual["feature_step"], actual["params"]) == (expected["feature_step"], expected["params"])
+
+
+def broken_odometer_month(path, seed, month="2021-01"):
+    """A synthetic month where 1 ride in 50 records an absurd distance, as 2021-01's 244,152-mile ride."""
+    frame = make_rides(4000, seed=seed, month=month)
+    frame.loc[frame.index % 50 == 7, "trip_distance"] = 5000.0
+    frame.to_parquet(path, index=False)
+    return str(path)
+
+
+def test_the_gate_writes_a_bundle_only_over_a_worse_champion(tmp_path):
+    """course-v1 first; flagged-v2 must beat it on the same rides to be written; course-v1 again is kept out."""
+    train_file = broken_odometer_month(tmp_path / "train.parquet", 41)
+    valid_file = broken_odometer_month(tmp_path / "valid.parquet", 42, "2021-02")
+    champion, challenger = tmp_path / "champion", tmp_path / "challenger"
+    common = ["--train-data", train_file, "--valid-data", valid_file]
+    assert train.main([*common, "--output-dir", str(champion), "--feature-step", "course-v1", "--alpha", "0"]) == 0
+    before = json.loads((champion / "metadata.json").read_text())
+
+    code = train.main([*common, "--output-dir", str(challenger), "--gate-against", str(champion), "--alpha", "0"])
+
+    meta = json.loads((challenger / "metadata.json").read_text())
+    assert code == train.EXIT_PROMOTED
+    assert meta["gate"]["champion"] == before["version"] and meta["gate"]["decision"] == "promoted"
+    assert meta["metrics"]["champion_valid_rmse"] == pytest.approx(before["metrics"]["valid_rmse"], rel=1e-9)
+    assert meta["metrics"]["valid_rmse"] < meta["metrics"]["champion_valid_rmse"]
+    assert load_file(challenger / "lin_reg.bin").step.to_dict() == meta["feature_step"]
+
+    again = tmp_path / "again"
+    code = train.main([*common, "--output-dir", str(again), "--gate-against", str(challenger / "lin_reg.bin"),
+                       "--feature-step", "course-v1", "--alpha", "0"])
+    assert code == train.EXIT_KEPT_CHAMPION
+    assert not again.exists()

@@ -71,5 +71,23 @@ def test_course_model_loads_and_reports_the_version_mismatch():
         pytest.skip(f"{ZOOMCAMP} not found (set TLC_DATA_DIR; default ../shared/data)")
     model = load_file(ZOOMCAMP, source="file")
     assert model.predict([REFERENCE_RIDE]) == [ZOOMCAMP_REFERENCE]
+    assert model.step.to_dict() == {"name": "course-v1"}  # no metadata.json: the course's feature step
     assert any("InconsistentVersionWarning" in w and "1.0.2" in w for w in model.info["warnings"])
     assert model.fast is not None
+
+
+def test_the_metadata_feature_step_is_applied(bundle_copy):
+    meta = json.loads((bundle_copy.parent / "metadata.json").read_text())
+    model = load_file(bundle_copy)
+    assert model.step.to_dict() == meta["feature_step"] == model.info["feature_step"]
+    near, far = ({**REFERENCE_RIDE, "trip_distance": d} for d in (4.0, 4.0 + meta["feature_step"]["max_miles"]))
+    assert model.predict([near]) != model.predict([far])  # the distance is used, not flattened
+
+
+def test_an_unknown_feature_step_is_refused_before_unpickling(bundle_copy):
+    meta_path = bundle_copy.parent / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta["feature_step"] = {"name": "cubic-v9"}
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError, match="unknown feature step 'cubic-v9'"):
+        load_file(bundle_copy)

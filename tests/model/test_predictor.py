@@ -1,3 +1,4 @@
+import json
 import math
 import pickle
 
@@ -7,8 +8,15 @@ from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LinearRegression, Ridge
 from sklearn.tree import DecisionTreeRegressor
 
-from ride_duration.features import prepare_features
-from ride_duration.model.predictor import GOLDEN_RIDES, LoadedModel, ModelCheckError, compile_linear, sample_rides
+from ride_duration.features import FLAGGED, FeatureStep, prepare_features
+from ride_duration.model.predictor import (
+    GOLDEN_RIDES,
+    VERIFY_RTOL,
+    LoadedModel,
+    ModelCheckError,
+    compile_linear,
+    sample_rides,
+)
 from tests.conftest import BUNDLED
 
 RIDES = [
@@ -54,12 +62,44 @@ def test_unknown_feature_disables_the_fast_path():
     assert compile_linear(dv, lr) is None
 
 
-def test_single_ride_matches_sklearn_exactly_on_the_bundled_model():
+def test_the_bundled_model_fast_path_matches_sklearn_with_its_feature_step():
+    """Single rides and batches, across the step's cases: 0 miles, ordinary, above max_miles, 1000."""
     with open(BUNDLED / "lin_reg.bin", "rb") as f:
         dv, lr = pickle.load(f)
-    model = LoadedModel.build(dv, lr, version="b", source="bundled")
-    ride = {"PULocationID": 10, "DOLocationID": 50, "trip_distance": 40.0}
-    assert model.predict([ride]) == [float(lr.predict(dv.transform(prepare_features([ride])))[0])]
+    step = FeatureStep.from_dict(json.loads((BUNDLED / "metadata.json").read_text()).get("feature_step"))
+    model = LoadedModel.build(dv, lr, version="b", source="bundled", step=step)
+    assert model.fast is not None and model.step == step
+    rides = [{"PULocationID": pu, "DOLocationID": do, "trip_distance": d}
+             for pu, do in ((10, 50), (43, 151), (7, 7), (999, 1))
+             for d in (0.0, 0.3, 4.0, 29.9, 30.0, 30.1, 40.0, 1000.0)]
+    expected = lr.predict(dv.transform(prepare_features(rides, step)))
+    np.testing.assert_allclose(model.predict(rides), expected, rtol=VERIFY_RTOL, atol=0)
+    singles = [model.predict([ride])[0] for ride in rides]
+    np.testing.assert_allclose(singles, expected, rtol=VERIFY_RTOL, atol=0)
+
+
+def test_flagged_step_fast_path_learns_and_matches_sklearn():
+    step = FeatureStep(FLAGGED, 10.0)
+    rides = RIDES + [{"PULocationID": 1, "DOLocationID": 2, "trip_distance": 0.0},
+                     {"PULocationID": 2, "DOLocationID": 1, "trip_distance": 500.0}]
+    dv = DictVectorizer()
+    lr = LinearRegression().fit(dv.fit_transform(prepare_features(rides, step)), DURATIONS + [20.0, 25.0])
+    model = LoadedModel.build(dv, lr, version="f", source="test", step=step)
+    probe = sample_rides(model.fast, n=300) + list(GOLDEN_RIDES)
+    assert model.fast is not None and model.fast.numeric_weights[1] != 0.0
+    np.testing.assert_allclose(model.predict(probe), model.predict_general(probe), rtol=VERIFY_RTOL, atol=0)
+    assert model.predict([probe[0]])[0] == pytest.approx(model.predict_general([probe[0]])[0], rel=VERIFY_RTOL)
+    assert model.info["feature_step"] == {"name": FLAGGED, "max_miles": 10.0}
+
+
+def test_a_course_model_under_the_flagged_step_is_not_compiled_blindly():
+    """The course's pair has no indicator weights: compiled with zeros they would drop out, so the
+    fast path still equals sklearn for the same step (it is verified, never assumed)."""
+    dv, lr = fitted(LinearRegression())
+    step = FeatureStep(FLAGGED, 2.5)
+    model = LoadedModel.build(dv, lr, version="1", source="test", step=step)
+    probe = sample_rides(model.fast, n=100)
+    np.testing.assert_allclose(model.predict(probe), model.predict_general(probe), rtol=VERIFY_RTOL, atol=0)
 
 
 def test_unknown_zone_pair_uses_distance_and_intercept():

@@ -175,7 +175,9 @@ valid = write_month(__import__("pathlib").Path(tmp) / "valid.parquet", n=300, se
 rides = data.read_rides(str(valid))
 source = {"source": str(valid), "rows": len(rides)}
 info = {"metrics": {"valid_rmse": 1.0}, "params": {"model": type(lr).__name__}, "train_data": source,
-        "valid_data": source}
+        "valid_data": source,  # the bundle's own feature step, from the metadata.json beside it
+        "feature_step": __import__("json").loads(__import__("pathlib").Path(bundled).with_name("metadata.json")
+                                                 .read_text()).get("feature_step")}
 promote.log_and_register(argparse.Namespace(experiment="differential"), name, dv, lr, info, rides)
 """
 

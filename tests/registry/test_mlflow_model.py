@@ -11,7 +11,13 @@ from ride_duration.model.loading import load_file
 from ride_duration.model.predictor import GOLDEN_RIDES, ModelCheckError
 from ride_duration.registry.fetch import MODELS_URI, RUNS_URI, Target
 from ride_duration.registry.handoff import Handoff
-from ride_duration.registry.mlflow_model import build_pipeline, example_rides, split_pipeline, write_code_package
+from ride_duration.registry.mlflow_model import (
+    build_pipeline,
+    example_rides,
+    pipeline_step,
+    split_pipeline,
+    write_code_package,
+)
 from tests.conftest import BUNDLED
 
 
@@ -21,13 +27,32 @@ def pair():
 
 
 def test_pipeline_takes_raw_rides_and_splits_back_into_the_served_pair(pair):
-    pipeline = build_pipeline(*pair)
-    rides = list(GOLDEN_RIDES)
-    expected = load_file(BUNDLED / "lin_reg.bin").predict_general(rides).tolist()
+    bundled = load_file(BUNDLED / "lin_reg.bin")
+    pipeline = build_pipeline(*pair, bundled.step)
+    rides = list(GOLDEN_RIDES) + [{"PULocationID": 10, "DOLocationID": 50, "trip_distance": d} for d in (0, 31, 400)]
+    expected = bundled.predict_general(rides).tolist()
     actual = pipeline.predict(rides).tolist()
     assert actual == expected
-    dv, regressor = split_pipeline(pickle.loads(pickle.dumps(pipeline)))
+    loaded = pickle.loads(pickle.dumps(pipeline))
+    dv, regressor = split_pipeline(loaded)
     assert (dv.feature_names_, regressor.coef_.tolist()) == (pair[0].feature_names_, pair[1].coef_.tolist())
+    assert pipeline_step(loaded) == bundled.step
+
+
+def test_a_pipeline_without_step_arguments_is_the_course_step(pair):
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    from ride_duration.features import COURSE_STEP, rides_to_features
+
+    old = Pipeline([("features", FunctionTransformer(rides_to_features)), ("dv", pair[0]), ("regressor", pair[1])])
+    assert pipeline_step(old) == COURSE_STEP
+    with pytest.raises(ModelCheckError, match="does not make"):
+        build_pipeline(*pair)  # the bundled pair was trained with flagged-v2: logging it as course-v1 is refused
+    bad = build_pipeline(*pair, load_file(BUNDLED / "lin_reg.bin").step)
+    bad.steps[0][1].kw_args = {"step": {"name": "cubic-v9"}}
+    with pytest.raises(ModelCheckError, match="unknown feature step 'cubic-v9'"):
+        pipeline_step(bad)
 
 
 def test_split_pipeline_refuses_other_shapes(pair):

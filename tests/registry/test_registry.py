@@ -120,14 +120,17 @@ def fit(path: Path) -> tuple[DictVectorizer, LinearRegression, pd.DataFrame]:
     return dv, lr, rides
 
 
-def register(name: str, dv: t.Any, lr: t.Any, valid: Path, alias: bool = True) -> tuple[str, str]:
-    """Log and register ``(dv, lr)`` the way ``promote`` does, bypassing the gate; returns (version, run_id)."""
+def register(name: str, dv: t.Any, lr: t.Any, valid: Path, alias: bool = True,
+             step: dict[str, t.Any] | None = None) -> tuple[str, str]:
+    """Log and register ``(dv, lr)`` the way ``promote`` does, bypassing the gate; returns (version, run_id).
+
+    ``step``: the feature step the pair was trained with (default: the course's, as ``fit`` here)."""
     import mlflow
 
     rides = data.read_rides(str(valid)).head(500)
     info = {"trained_at": "2026-01-01T00:00:00+00:00", "metrics": {"valid_rmse": 1.0},
             "train_data": {"source": str(valid), "rows": len(rides)}, "valid_data": {"source": str(valid), "rows": 500},
-            "params": {"model": type(lr).__name__}}
+            "params": {"model": type(lr).__name__}, "feature_step": step}
     version, run_id = promote.log_and_register(argparse.Namespace(experiment="registry-tests"), name, dv, lr,
                                                info, rides)
     if alias:
@@ -377,7 +380,7 @@ def test_every_uri_form_serves_the_bundled_weights_with_identical_predictions(
         registry: MlflowServer, months: dict[str, Path], mlflow_client: t.Any) -> None:
     name = "same"
     dv, lr = pickle.loads(BUNDLED.read_bytes())
-    version, run_id = register(name, dv, lr, months["valid"], alias=False)
+    version, run_id = register(name, dv, lr, months["valid"], alias=False, step=load_file(BUNDLED).step.to_dict())
     promote.promote(mlflow_client, name, version, "production", legacy_stage=True)
     bundled = load_file(BUNDLED)
     rides = list(GOLDEN_RIDES) + sample_rides(t.cast(t.Any, bundled.fast), 300)
@@ -420,7 +423,7 @@ def test_mlflow_models_serve_answers_from_raw_ride_columns(
         registry: MlflowServer, months: dict[str, Path], mlflow_client: t.Any, tmp_path: Path) -> None:
     name = "served"
     dv, lr = pickle.loads(BUNDLED.read_bytes())
-    register(name, dv, lr, months["valid"])
+    register(name, dv, lr, months["valid"], step=load_file(BUNDLED).step.to_dict())
     port = free_port()
     bin_dir = str(Path(sys.executable).parent)  # it execs `uvicorn` from PATH, as in an activated venv
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {
