@@ -10,8 +10,7 @@ Markers in a page are replaced at build time, so these tables cannot drift from 
 * ``<!-- include: CONTRIBUTING.md -->``: a file of the repository, its ``docs/`` links made relative.
 
 Also: every environment variable ``gunicorn.conf.py`` reads must be named on the page that has
-the settings table, and links to the pages other branches are adding (:data:`PENDING`) become
-plain text until the page exists.
+the settings table.
 """
 
 from __future__ import annotations
@@ -27,14 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "ride_duration"
 log = logging.getLogger("mkdocs.hooks.generated")
 
-PENDING = frozenset({
-    "performance.md", "hardening.md", "protocols.md", "pipelines.md", "environments.md",
-    "streaming.md", "artifact-stores.md", "monitoring.md", "retraining.md",
-})
-"""Pages written in other branches at the same time; a link to one is text until it is merged."""
-
 _MARKER = re.compile(r"<!-- (generated|include): ([\w./-]+) -->")
-_LINK = re.compile(r"\[([^\]]+)\]\(([\w-]+\.md)(#[\w-]*)?\)")
 
 
 # --- settings ---------------------------------------------------------------------------------
@@ -225,12 +217,4 @@ def on_page_markdown(markdown: str, page: t.Any, config: t.Any, files: t.Any) ->
         missing = sorted(name for name in gunicorn_env() if f"`{name}`" not in markdown)
         for name in missing:
             log.warning("%s: gunicorn.conf.py reads %s but the page does not name it", page.file.src_uri, name)
-
-    present = {f.src_uri for f in files}
-
-    def unlink(match: re.Match[str]) -> str:
-        if match[2] in PENDING and match[2] not in present:
-            return match[1]
-        return match[0]
-
-    return _LINK.sub(unlink, markdown)
+    return markdown
