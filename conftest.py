@@ -8,6 +8,7 @@ means something is missing from the set-up, never a quiet pass.
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
@@ -22,3 +23,15 @@ def pytest_runtest_makereport(item, call):
         report.outcome = "failed"
         report.longrepr = f"skipped under STRICT_SKIPS=1, where nothing may be missing: {reason}"
     return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """Fail the test that monkey-patches this process for gevent (e.g. by running gunicorn.conf.py
+    in process): every later test would then run on a patched socket/ssl/threading."""
+    result = yield
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("socket"):
+        raise AssertionError("this test monkey-patched the pytest process for gevent; "
+                             "run gunicorn.conf.py in a child process instead")
+    return result

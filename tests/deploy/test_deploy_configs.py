@@ -8,9 +8,9 @@ venv: ``CHECKOV``, default ``.venv-iac/bin/checkov``). scripts/lint-deploy.sh ru
 
 from __future__ import annotations
 
+import json
 import os
 import re
-import runpy
 import shutil
 import subprocess
 import sys
@@ -122,7 +122,13 @@ def test_checkov_dockerfile_and_workflows():
 # --- consistency between the files ------------------------------------------------------------------
 
 def gunicorn_settings() -> dict:
-    return runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    """gunicorn.conf.py's plain settings, read in a child process: running it here would
+    monkey-patch this test process for gevent and give it a metrics directory."""
+    code = ("import json, runpy; c = runpy.run_path('gunicorn.conf.py'); "
+            "print(json.dumps({k: v for k, v in c.items() if isinstance(v, (int, float, str, bool, list))}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                         check=True)
+    return json.loads(out.stdout.splitlines()[-1])
 
 
 def seconds(value: str) -> float:
