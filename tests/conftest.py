@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,20 @@ from tests.synthetic import ROOT, real_month, write_month
 
 BUNDLED = ROOT / "model"
 REFERENCE_RIDE = {"PULocationID": 10, "DOLocationID": 50, "trip_distance": 40}
+
+
+@pytest.fixture(autouse=True)
+def _restore_environ():
+    """Each test starts from the environment the previous one started from.
+
+    In-process MLflow calls change ``os.environ`` for good (``mlflow.set_tracking_uri`` exports
+    MLFLOW_TRACKING_URI; ``bound_http`` sets MLFLOW_HTTP_REQUEST_*), and every gunicorn or CLI
+    subprocess a later test starts inherits it: a service would follow a registry that is gone.
+    """
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @pytest.fixture
