@@ -50,3 +50,17 @@ def check_row(pu: t.Any, do: t.Any, dist: t.Any) -> tuple[dict[str, t.Any] | Non
     if dist > MAX_TRIP_DISTANCE and note is None:
         note = f"trip_distance above the API limit of {MAX_TRIP_DISTANCE:g} miles; scored anyway"
     return {"PULocationID": pu, "DOLocationID": do, "trip_distance": dist}, note
+
+
+def plan_columns(names: t.Iterable[str]) -> tuple[list[str], tuple[str, str] | None]:
+    """Input columns to read (identity + inputs) and the timestamp pair, if any, given the file's columns.
+
+    :raises InputError: a model input column is absent.
+    """
+    names = set(names)
+    missing = [c for c in INPUTS if c not in names]
+    if missing:
+        raise InputError(f"input lacks required column(s): {', '.join(missing)}")
+    times = next((pair for pair in TIMESTAMP_PAIRS if set(pair) <= names), None)
+    read = [c for c in ID_COLUMNS if c in names] + list(times or ()) + list(INPUTS)
+    return read, times

@@ -41,7 +41,7 @@ from pathlib import Path
 from ..config import Settings
 from ..model.loading import ModelLoadError
 from ..startup import load_model
-from .rows import ID_COLUMNS, INPUTS, TIMESTAMP_PAIRS, InputError, check_row, zone_problem  # noqa: F401
+from .rows import ID_COLUMNS, INPUTS, TIMESTAMP_PAIRS, InputError, check_row, plan_columns, zone_problem  # noqa: F401
 
 if t.TYPE_CHECKING:
     import pyarrow as pa
@@ -52,20 +52,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_ROWS = 100_000
 UNITS_PER_SECOND = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
-
-
-def plan_columns(schema: pa.Schema) -> tuple[list[str], tuple[str, str] | None]:
-    """Input columns to read (identity + inputs) and the timestamp pair, if any.
-
-    :raises InputError: a model input column is absent.
-    """
-    names = set(schema.names)
-    missing = [c for c in INPUTS if c not in names]
-    if missing:
-        raise InputError(f"input lacks required column(s): {', '.join(missing)}")
-    times = next((pair for pair in TIMESTAMP_PAIRS if set(pair) <= names), None)
-    read = [c for c in ID_COLUMNS if c in names] + list(times or ()) + list(INPUTS)
-    return read, times
 
 
 def output_schema(schema: pa.Schema, read: list[str]) -> pa.Schema:
@@ -136,7 +122,7 @@ def score_file(input_path: Path, output_path: Path, model: LoadedModel,
         source = pq.ParquetFile(input_path, pre_buffer=False)
     except (OSError, pa.ArrowException) as exc:
         raise InputError(f"cannot read {input_path}: {exc}") from exc
-    read, times = plan_columns(source.schema_arrow)
+    read, times = plan_columns(source.schema_arrow.names)
     schema = output_schema(source.schema_arrow, read)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     partial = output_path.with_name(f".{output_path.name}.{os.getpid()}.partial")

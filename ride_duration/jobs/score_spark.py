@@ -26,7 +26,7 @@ import time
 import typing as t
 from pathlib import Path
 
-from .rows import ID_COLUMNS, INPUTS, TIMESTAMP_PAIRS, InputError, check_row
+from .rows import INPUTS, InputError, check_row, plan_columns
 
 if t.TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -120,12 +120,7 @@ def score_frame(spark: SparkSession, frame: DataFrame, model: LoadedModel, model
     import mlflow.pyfunc
     from pyspark.sql import functions as F
 
-    names = set(frame.columns)
-    missing = [c for c in INPUTS if c not in names]
-    if missing:
-        raise InputError(f"input lacks required column(s): {', '.join(missing)}")
-    times = next((pair for pair in TIMESTAMP_PAIRS if set(pair) <= names), None)
-    read = [c for c in ID_COLUMNS if c in names] + list(times or ()) + list(INPUTS)
+    read, times = plan_columns(frame.columns)
     frame = with_ride_id(frame.select(*read))
     frame = frame.repartition(partitions or spark.sparkContext.defaultParallelism)
     checker = F.pandas_udf(check_rows, CHECKED)
