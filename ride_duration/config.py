@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     """Rotated prediction log files kept per worker (``.1`` newest .. ``.N`` oldest)."""
     prediction_log_queue: int = Field(10_000, ge=1)
     """Logged requests waiting for the writer thread; when full, new ones are dropped and counted."""
+    api_tokens_file: Path | None = None
+    """File of bearer tokens the prediction routes (``/predict``, ``/invocations``, V2 ``infer``) require:
+    one per line, the token or ``sha256:<hex>`` of it; re-read when it changes. Unset: no
+    authentication (docs/security.md)."""
     tlc_data_dir: Path = PROJECT_ROOT.parent / "shared" / "data"
     """Folder of local ``green_tripdata_YYYY-MM.parquet`` files (jobs); a month not there is downloaded."""
     tlc_download: bool = True
