@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -110,6 +110,12 @@ class Settings(BaseSettings):
     """Most header fields per request (gunicorn ``limit_request_fields``; 400 above it)."""
     limit_request_field_size: int = Field(8190, ge=64)
     """Longest header field in bytes, name and value (gunicorn ``limit_request_field_size``; 400 above it)."""
+
+    @field_validator("api_tokens_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """``API_TOKENS_FILE=`` (empty) means off, not the current directory."""
+        return None if value == "" else value
 
     @property
     def resolved_model_uri(self) -> str:
