@@ -208,6 +208,14 @@ def test_rotating_the_file_takes_effect_in_every_worker_without_a_restart(srv, t
     assert "API tokens reloaded from" in srv.log_text()
 
 
+def test_tokens_never_reach_the_log(srv) -> None:
+    assert post(srv.url + "/predict", RIDE, PLAIN)[0] == 200
+    assert post(srv.url + "/predict", RIDE, "a-wrong-token-3e9d")[0] == 401
+    log = srv.log_text()
+    assert '"status":401' in log.replace(" ", "")  # the refused request was logged ...
+    assert PLAIN not in log and HASHED not in log and "a-wrong-token-3e9d" not in log  # ... without a token
+
+
 def test_auth_is_off_without_the_setting(tmp_path_factory) -> None:
     with running(tmp_path_factory, {"MLFLOW_TRACKING_URI": "", "API_TOKENS_FILE": ""}, workers=1) as plain:
         status, headers, answer = post(plain.url + "/predict", RIDE)
