@@ -231,3 +231,30 @@ def test_the_service_does_not_start_open_when_the_file_is_missing(tmp_path) -> N
         srv.start(timeout=30)
     srv.stop()
     assert f"API_TOKENS_FILE {missing} cannot be read" in srv.log_text()
+
+
+def test_the_openapi_document_declares_the_bearer_scheme_and_the_401s(srv) -> None:
+    from openapi_spec_validator import validate
+
+    status, _, raw = http("GET", srv.url + "/openapi.json")
+    spec = json.loads(raw)
+    validate(spec)
+    assert spec["components"]["securitySchemes"]["bearerAuth"] == {
+        "type": "http", "scheme": "bearer", "description": "A token from API_TOKENS_FILE"}
+    secured = {(path, method): op for path, ops in spec["paths"].items() for method, op in ops.items()
+               if "security" in op}
+    assert set(secured) == {("/predict", "post"), ("/invocations", "post"), ("/v2/models/{name}/infer", "post"),
+                            ("/v2/models/{name}/versions/{version}/infer", "post")}
+    shapes = {path: op["responses"]["401"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+              for (path, _), op in secured.items()}
+    assert shapes["/predict"] == "Error" and shapes["/invocations"] == "MlflowError"
+    assert shapes["/v2/models/{name}/infer"] == "V2Error"
+
+
+def test_without_tokens_the_openapi_document_has_no_security(tmp_path_factory) -> None:
+    from ride_duration.app import create_app
+
+    spec = create_app({"mlflow_tracking_uri": None}).test_client().get("/openapi.json").get_json()
+    assert "securitySchemes" not in spec["components"]
+    ops = [op for path_ops in spec["paths"].values() for op in path_ops.values()]
+    assert ops and not [op for op in ops if "security" in op or "401" in op["responses"]]
