@@ -10,7 +10,8 @@
 #   - when the Dockerfile's base (python:3.11-slim@sha256:...) is missing and cannot be pulled, builds a
 #     stand-in: Debian bookworm's Python 3.11 via debootstrap, trusting the host's extra CA certs
 #     (for TLS-inspecting proxies), imported under the tag without the digest (a local import has
-#     no registry digest); the builds get PYTHON_IMAGE=<that tag>. The Dockerfile is unchanged.
+#     no registry digest); docker build and compose (an override file in $WORK) get
+#     PYTHON_IMAGE=<that tag>. The Dockerfile and the compose files are unchanged.
 # On a normal machine (e.g. GitHub Actions) it uses the running daemon and the real base image.
 #
 # Checks: /ready 200 with the bundled model; the reference ride gives a finite positive duration
@@ -170,7 +171,7 @@ lap "docker daemon"
 BASE=$(sed -n 's/^ARG PYTHON_IMAGE=//p' Dockerfile | head -1)
 [ -n "$BASE" ] || fail "no ARG PYTHON_IMAGE=... in Dockerfile"
 BASE_TAG=${BASE%@*}   # python:3.11-slim: what a stand-in can be tagged (an import has no digest)
-BUILD_ARGS=()
+BUILD_ARGS=(); COMPOSE_STANDIN=""
 log "3. base image $BASE"
 build_standin() {
   command -v debootstrap >/dev/null || {
@@ -215,7 +216,9 @@ else
   fi
   BASE=$BASE_TAG
   BUILD_ARGS=(--build-arg "PYTHON_IMAGE=$BASE_TAG")
-  export PYTHON_IMAGE=$BASE_TAG   # docker-compose.yml passes it to its builds
+  COMPOSE_STANDIN=$WORK/compose.standin-base.yml   # the same for the compose stack's builds
+  { echo "services:"; for svc in mlflow train predict; do
+      printf '  %s:\n    build:\n      args:\n        PYTHON_IMAGE: "%s"\n' "$svc" "$BASE_TAG"; done; } >"$COMPOSE_STANDIN"
 fi
 BASE_BYTES=$(docker image inspect -f '{{.Size}}' "$BASE")
 lap "base image"
@@ -349,6 +352,7 @@ if [ "$RUN_COMPOSE" = 1 ]; then
   else
     DATA_NOTE="the TLC's public files (download)"
   fi
+  [ -z "$COMPOSE_STANDIN" ] || COMPOSE_FILES+=(-f "$COMPOSE_STANDIN")
   log "8. compose: ${COMPOSE[*]} ${COMPOSE_FILES[*]} (training on $DATA_NOTE)"
   port_free "$PORT" || fail "port $PORT is taken"; port_free "$MLFLOW_PORT" || fail "port $MLFLOW_PORT is taken"
   "${COMPOSE[@]}" "${COMPOSE_FILES[@]}" -p "$PROJECT" down -v --remove-orphans >/dev/null 2>&1 || true
