@@ -36,16 +36,16 @@ HANDFUL = 8
 BODY = json.dumps(REFERENCE_RIDE).encode()
 
 
-def request(tag: str) -> bytes:
+def request(tag: str, body: bytes = BODY) -> bytes:
     return (f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            f"X-Request-ID: {tag}\r\nContent-Length: {len(BODY)}\r\n\r\n").encode() + BODY
+            f"X-Request-ID: {tag}\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
 
 
 class Pipeliner:
     """One keep-alive connection that writes ``n`` requests back to back and reads the answers."""
 
-    def __init__(self, port: int, name: str, n: int) -> None:
-        self.name, self.n = name, n
+    def __init__(self, port: int, name: str, n: int, body: bytes = BODY) -> None:
+        self.name, self.n, self.body = name, n, body
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
         self.answers = 0
         self.error: BaseException | None = None
@@ -78,7 +78,7 @@ class Pipeliner:
         self.answers += done
 
     def stream(self, go: threading.Event) -> tuple[threading.Thread, threading.Thread]:
-        payload = b"".join(request(f"{self.name}-{i:05d}") for i in range(self.n))
+        payload = b"".join(request(f"{self.name}-{i:05d}", self.body) for i in range(self.n))
 
         def write() -> None:
             go.wait(10)
@@ -102,7 +102,7 @@ def served_order(log: str) -> list[str]:
     for line in log.splitlines():
         if '"event":"request"' in line:
             tag = json.loads(line).get("request_id") or ""
-            if tag[:2] in ("a-", "b-") and not tag.endswith("-warm"):
+            if tag[:2] in ("a-", "b-", "s-", "m-") and not tag.endswith("-warm"):
                 order.append(tag[0])
     return order
 
@@ -151,10 +151,43 @@ def test_a_pipelining_connection_does_not_hold_the_other(one_worker):
     finally:
         a.sock.close()
         b.sock.close()
-    order = served_order(one_worker.log_text())  # each access line is flushed before its answer is sent
+    order = [name for name in served_order(one_worker.log_text()) if name in "ab"]  # flushed before each answer
     assert len(order) == 2 * STREAM, f"{len(order)} access lines for {2 * STREAM} requests"
     longest = longest_run_while_both_wait(order, STREAM)
     print(f"longest run of one connection while the other waited: {longest} "
           f"(first 60 answers: {''.join(order[:60])})")
     assert longest <= HANDFUL, (
         f"one connection was answered {longest} times in a row while the other had a request waiting")
+
+
+BATCHES = 4
+RIDES_PER_BATCH = 10_000
+
+
+def test_single_rides_get_turns_inside_a_10k_batch(one_worker):
+    """A connection pipelining 10,000-ride batches and one pipelining single rides, on one worker:
+    a batch pauses between its phases and prediction slices, so several single rides are answered
+    between two consecutive batch answers (a batch that held the worker for its whole length
+    would let exactly one through: the fair turn alternates whole requests)."""
+    big = json.dumps([REFERENCE_RIDE] * RIDES_PER_BATCH).encode()
+    singles = 400
+    m, s = Pipeliner(one_worker.port, "m", BATCHES, big), Pipeliner(one_worker.port, "s", singles)
+    try:
+        m.warm()
+        s.warm()
+        go = threading.Event()
+        threads = [*m.stream(go), *s.stream(go)]
+        go.set()
+        for thread in threads:
+            thread.join(90)
+        assert not any(thread.is_alive() for thread in threads), "the streams did not finish in 90 s"
+        assert m.error is None and s.error is None, (m.error, s.error)
+    finally:
+        m.sock.close()
+        s.sock.close()
+    order = [name for name in served_order(one_worker.log_text()) if name in "ms"]
+    batch_at = [i for i, name in enumerate(order) if name == "m"]
+    assert len(batch_at) == BATCHES, order
+    between = [later - earlier - 1 for earlier, later in zip(batch_at, batch_at[1:], strict=False)]
+    print(f"single rides answered between consecutive batch answers: {between}")
+    assert all(n >= 3 for n in between), between
