@@ -53,7 +53,8 @@ VENVS = ROOT / "bench" / ".peers"
 PYTHON = os.environ.get("PEER_PYTHON") or shutil.which("python3.11") or sys.executable
 BASE_PINS = ["scikit-learn==1.9.1", "numpy==2.4.6"]  # what the bundled pickle was written with
 PEERS: dict[str, dict[str, t.Any]] = {
-    "mlserver": {"pins": ["mlserver==1.7.1"], "label": "MLServer 1.7.1 (custom runtime, V2 JSON)"},
+    "mlserver": {"pins": ["mlserver==1.7.1", "uvloop==0.21.0"],  # uvloop 0.23 breaks its workers
+                  "label": "MLServer 1.7.1 (custom runtime, V2 JSON)"},
     "bentoml": {"pins": ["bentoml==1.4.40"], "label": "BentoML 1.4.40 (@bentoml.service)"},
     "mlflow": {"pins": ["mlflow==3.17.2"], "label": "mlflow models serve 3.17.2 (pyfunc, --env-manager local)"},
 }

@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import pickle
+import sys
 import typing as t
 from pathlib import Path
 
@@ -23,6 +24,7 @@ def _features() -> t.Any:
     spec = importlib.util.spec_from_file_location("peer_features", FEATURES_PATH)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it is executed
     spec.loader.exec_module(module)
     return module
 
