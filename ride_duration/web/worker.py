@@ -98,7 +98,8 @@ def overloaded_app(limit: int, count: t.Callable[[], None]) -> t.Callable[..., l
 
 
 class GeventWorker(_GunicornGeventWorker):
-    """gunicorn's gevent worker plus the header (first request) and send deadlines; JSON parse errors."""
+    """gunicorn's gevent worker plus the header (first request) and send deadlines, JSON parse errors,
+    a fair turn per request and the in-flight limit."""
 
     def init_process(self) -> None:
         settings = Settings()
