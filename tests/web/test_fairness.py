@@ -191,3 +191,19 @@ def test_single_rides_get_turns_inside_a_10k_batch(one_worker):
     between = [later - earlier - 1 for earlier, later in zip(batch_at, batch_at[1:], strict=False)]
     print(f"single rides answered between consecutive batch answers: {between}")
     assert all(n >= 3 for n in between), between
+
+
+def test_a_sliced_batch_predicts_exactly_what_one_call_does(app):
+    """The batch path's pauses change when the worker's other requests run, never the answer."""
+    from ride_duration.startup import get_holder
+    from ride_duration.web import service
+
+    model = get_holder(app).require()
+    rides = [{"PULocationID": 1 + i % 265, "DOLocationID": 1 + (i * 7) % 265, "trip_distance": i % 50 / 3}
+             for i in range(2 * service.SLICE + 17)]
+    pauses: list[int] = []
+    body = json.dumps(rides).encode()
+    sliced, n = service.predict_body(body, model, 10_000, pause=lambda: pauses.append(1))
+    whole, _ = service.predict_body(body, model, 10_000)
+    assert n == len(rides) and sliced == whole
+    assert len(pauses) == 1 + 1 + 2  # after parsing (> 64 KiB), after validating, between 3 slices
