@@ -156,7 +156,7 @@ class Peer:
         return [str(bin_ / "mlflow"), "models", "serve", "-m", str(model), "--env-manager", "local",
                 "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers)]
 
-    def start(self, timeout: float = 120.0) -> Peer:
+    def start(self, timeout: float = 180.0) -> Peer:
         log = open(self.log_path, "wb")  # noqa: SIM115 - the child keeps it
         self.proc = subprocess.Popen(self.command(), cwd=APPS, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
                            {"MLFLOW_TRACKING_URI": "", "PROMETHEUS_MULTIPROC_DIR": str(tmp / "prom")}, tmp)
         running: list[t.Any] = []
         try:
-            running.append(service.start())
+            running.append(service.start(timeout=180))
             expected = service_prediction(service.port)
             targets: dict[str, tuple[int, Path, str]] = {}
             lua = tmp / "service.lua"
