@@ -28,7 +28,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export NO_MKDOCS_2_WARNING := 1
 
 .PHONY: help serve test test-python lint lint-python quality_checks build container-test lint-deploy \
-        bench bench-smoke bench-stream soak fuzz train docs docs-serve system-deps tools install install-dev clean
+        bench bench-peers bench-smoke bench-stream soak fuzz train docs docs-serve system-deps tools install install-dev clean
 
 help:  ## list the targets
 	@grep -E '^[a-z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -119,8 +119,11 @@ container-test:  ## build the real Dockerfile, run it and the compose stack (nee
 train: install-dev  ## retrain the bundled model on TLC 2021-01 / 2021-02; replaces it only if it beats it (exit 3 otherwise)
 	$(VENV)/bin/python train.py --train-data $${TRAIN_DATA:-2021-01} --valid-data $${VALID_DATA:-2021-02} --output-dir model/ --gate-against model/
 
-bench: install-dev system-deps  ## benchmark vs the course-style app and the WSGI/Flask floors (bench/)
+bench: install-dev system-deps  ## benchmark vs the course-style app and the Flask floor, ~4 min (bench/run.py)
 	$(VENV)/bin/python bench/run.py $(BENCH_ARGS)
+
+bench-peers: install-dev system-deps  ## this service vs MLServer, BentoML and mlflow models serve, same model and wrk load (each peer in its own venv under bench/.peers/, from hashed pins; installed once)
+	$(VENV)/bin/python bench/peers.py $(BENCH_ARGS)
 
 bench-stream: install-dev  ## streaming: this Kafka consumer vs a course-style one (rides/s ratio; p50/p99 at 1,000 rides/s)
 	$(VENV)/bin/python bench/stream.py $(BENCH_ARGS)

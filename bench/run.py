@@ -17,12 +17,14 @@ Load comes from wrk (Debian package ``wrk``; installed with apt-get when missing
 POSTing one ride through a Lua script; a warm-up run is discarded before each point. Points:
 ``c1`` and ``c8`` on keep-alive connections, ``c8close`` with ``Connection: close`` (a new
 connection per request), and the 10,000-ride batch (N sequential requests on one keep-alive
-connection). Then one slow-client row per service server: 256 idle keep-alive + 64 trickling
-connections held open (bench/hostile.py) while a polite client POSTs a ride every 0.1 s.
+connection), and for this service ``mixed``: single rides (wrk -c1) while two keep-alive
+connections stream 10,000-ride batches (wrk -c2). Then one slow-client row per service server:
+256 idle keep-alive + 64 trickling connections held open (bench/hostile.py) while a polite
+client POSTs a ride every 0.1 s.
 Output: a markdown table on stdout, and JSON + markdown under bench/results/. ``--smoke``
 makes every point tiny and judges no target (``make test`` runs it so the script cannot rot).
 
-    .venv/bin/python bench/run.py            # full: 10 s per point, 3 interleaved rounds
+    .venv/bin/python bench/run.py            # full: 5 s per point after 1 s warm-up, 2 interleaved rounds (~4 min)
     .venv/bin/python bench/run.py --smoke    # ~30 s, structure only
     flock /tmp/bench.lock .venv/bin/python bench/run.py   # on a shared machine
 """
@@ -53,7 +55,7 @@ if str(ROOT) not in sys.path:  # run as a script: bench.hostile must import
     sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results"
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
-POINTS = ("c1", "c8", "c8close", "batch")
+POINTS = ("c1", "c8", "c8close", "batch", "mixed")
 RIDE = {"PULocationID": 43, "DOLocationID": 151, "trip_distance": 1.01}
 
 SERVICE_READY = "/ready"
@@ -65,6 +67,9 @@ SERVERS: dict[str, dict[str, t.Any]] = {
     "service-gthread": {"app": "predict:app", "ready": SERVICE_READY, "config": "production",
                         "args": ["-k", "gthread", "--threads", "8"],
                         "label": "this service: gthread 8 threads (gunicorn.conf.py -k gthread)"},
+    "service-stock-gevent": {"app": "predict:app", "ready": SERVICE_READY, "config": "production",
+                             "args": ["-k", "gevent"],
+                             "label": "this service: gunicorn's stock gevent worker (no fair turn; before issue 22)"},
     "course": {"app": "bench.baselines.course_app:app", "ready": "/health", "config": "plain", "args": [],
                "label": "course-style app (dv.transform + predict), plain gunicorn"},
     "flask-const": {"app": "bench.baselines.flask_const:app", "ready": "/health", "config": "plain", "args": [],
@@ -256,10 +261,10 @@ def smaps(pid: int) -> dict[str, float]:
 # ---------------------------------------------------------------- load
 
 def wrk_point(wrk: str, lua: Path, port: int, conns: int, seconds: float, warmup: float,
-              cpu: t.Callable[[], float] | None = None) -> dict[str, t.Any]:
+              cpu: t.Callable[[], float] | None = None, path: str = "/predict") -> dict[str, t.Any]:
     """One wrk run after a discarded warm-up; req/s, latency percentiles (ms), errors, and (given
     ``cpu``, the server's CPU seconds so far) the server's CPU time per request."""
-    url = f"http://127.0.0.1:{port}/predict"
+    url = f"http://127.0.0.1:{port}{path}"
     base = [wrk, "-t1", f"-c{conns}", "-s", str(lua), "--timeout", "5s"]
     if warmup > 0:
         subprocess.run([*base, f"-d{max(1, round(warmup))}s", url], capture_output=True, text=True, timeout=60)
@@ -310,6 +315,36 @@ def batch_point(port: int, body: bytes, n: int, warmup: int) -> dict[str, t.Any]
             "errors": errors, "response_bytes": size}
 
 
+def wrk_summary(out: subprocess.CompletedProcess[str]) -> dict[str, t.Any]:
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no summary: {out.stdout[-500:]} {out.stderr[-500:]}")
+    raw = json.loads(line.split(" ", 1)[1])
+    secs = raw["duration_us"] / 1e6
+    socket_errors = raw["connect"] + raw["read"] + raw["write"] + raw["timeout"]
+    return {"rps": round(raw["requests"] / secs, 1), "requests": raw["requests"], "seconds": round(secs, 2),
+            "p50_ms": raw["p50_us"] / 1000, "p99_ms": raw["p99_us"] / 1000, "max_ms": raw["max_us"] / 1000,
+            "errors": raw["status"] + socket_errors}
+
+
+def mixed_point(wrk: str, lua_single: Path, lua_batch: Path, port: int, seconds: float) -> dict[str, t.Any]:
+    """Single rides (wrk -c1) while two keep-alive connections stream 10,000-ride batches (wrk -c2),
+    both for ``seconds``: does a batch hold the single rides of its worker?"""
+    url = f"http://127.0.0.1:{port}/predict"
+    secs = f"-d{max(1, round(seconds))}s"
+    batch = subprocess.Popen([wrk, "-t1", "-c2", "-s", str(lua_batch), "--timeout", "10s", secs, url],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.3)  # the batch streams are running before the single rides are measured
+    single = subprocess.run([wrk, "-t1", "-c1", "-s", str(lua_single), "--timeout", "5s", secs, url],
+                            capture_output=True, text=True, timeout=seconds + 60)
+    out, err = batch.communicate(timeout=seconds + 60)
+    streams = wrk_summary(subprocess.CompletedProcess(batch.args, batch.returncode, out, err))
+    single_row = wrk_summary(single)
+    single_row["errors"] += streams["errors"]
+    return {**single_row, "batch_rps": streams["rps"], "batch_p50_ms": streams["p50_ms"],
+            "batch_p99_ms": streams["p99_ms"], "batch_errors": streams["errors"]}
+
+
 def batch_body(n: int = 10_000) -> bytes:
     import random
 
@@ -344,8 +379,11 @@ def judge(res: dict[str, t.Any]) -> list[dict[str, t.Any]]:
         ("(noise-robust view of the line above) course app's c8 server CPU per request >= 2.0x service's",
          ratio(get(c, "cpu_us_per_req", "c8"), get(s, "cpu_us_per_req", "c8")), 2.0, ">="),
         ("single ride c8 p99 <= 2.5 ms", get(s, "c8", "p99_ms"), 2.5, "<="),
+        ("single ride c8 p99 <= Flask floor's c8 p99", ratio(get(s, "c8", "p99_ms"), get(f, "c8", "p99_ms")),
+         1.0, "<="),
         ("c1 p50 <= 1.15x Flask floor p50", ratio(get(s, "c1", "p50_ms"), get(f, "c1", "p50_ms")), 1.15, "<="),
         ("10,000-ride batch p50 <= 15 ms", get(s, "batch", "p50_ms"), 15.0, "<="),
+        ("single ride p99 while 2 connections stream 10k batches <= 15 ms", get(s, "mixed", "p99_ms"), 15.0, "<="),
         ("ready on bundled model <= 1.5 s", get(s, "startup_s"), 1.5, "<="),
         ("each extra worker <= 30 MB PSS (its private pages)", get(s, "memory", "extra_worker_mb"), 30.0, "<="),
         ("zero errors in every point of every round",
@@ -388,13 +426,14 @@ def markdown(res: dict[str, t.Any]) -> str:
             "every number is noisy, absolute ones are low.**"] if busy else []),
         "",
         "| server | c8 req/s | c8 p50 / p99 ms | c8 no keep-alive req/s | c8 no keep-alive p99 ms | c1 req/s "
-        "| c1 p50 / p99 ms | 10k batch p50 / p99 ms | errors | ready s | PSS MiB master + workers "
+        "| c1 p50 / p99 ms | 10k batch p50 / p99 ms | single ride p50 / p99 ms under 2 batch streams "
+        "| errors | ready s | PSS MiB master + workers "
         "| c8 vs course | c8 vs Flask floor | server CPU µs/req c1 / c8 | CPU/req vs Flask floor (c8) "
         "| c8 requests per worker |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in res["servers"].values():
-        c8, c1, cl, b, mem = (r.get(k, {}) for k in ("c8", "c1", "c8close", "batch", "memory"))
+        c8, c1, cl, b, mx, mem = (r.get(k, {}) for k in ("c8", "c1", "c8close", "batch", "mixed", "memory"))
         errors = sum(r.get(p, {}).get("errors_all_rounds", 0) for p in POINTS)
         workers = " + ".join(fmt(w, 1) for w in mem.get("worker_pss_mb", []))
         cpu = r.get("cpu_us_per_req", {})
@@ -403,7 +442,8 @@ def markdown(res: dict[str, t.Any]) -> str:
             f"| {r['label']} | {fmt(c8.get('rps'), 0)} | {fmt(c8.get('p50_ms'))} / {fmt(c8.get('p99_ms'))} "
             f"| {fmt(cl.get('rps'), 0)} | {fmt(cl.get('p99_ms'))} "
             f"| {fmt(c1.get('rps'), 0)} | {fmt(c1.get('p50_ms'))} / {fmt(c1.get('p99_ms'))} "
-            f"| {fmt(b.get('p50_ms'))} / {fmt(b.get('p99_ms'))} | {errors} | {fmt(r.get('startup_s'))} "
+            f"| {fmt(b.get('p50_ms'))} / {fmt(b.get('p99_ms'))} "
+            f"| {fmt(mx.get('p50_ms'))} / {fmt(mx.get('p99_ms'))} | {errors} | {fmt(r.get('startup_s'))} "
             f"| {fmt(mem.get('master_pss_mb'), 1)} + {workers}"
             + (f" (private per worker {fmt(mem['extra_worker_mb'], 1)})" if mem.get("extra_worker_mb") else "")
             + " "
@@ -431,14 +471,14 @@ def markdown(res: dict[str, t.Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--smoke", action="store_true", help="tiny points, no targets judged (for make test)")
-    ap.add_argument("--seconds", type=float, help="seconds per wrk point (default 10; smoke 1)")
-    ap.add_argument("--warmup", type=float, help="discarded warm-up seconds per point (default 3; smoke 0)")
+    ap.add_argument("--seconds", type=float, help="seconds per wrk point (default 5; smoke 1)")
+    ap.add_argument("--warmup", type=float, help="discarded warm-up seconds per point (default 1; smoke 0)")
     ap.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY") or 2))
     ap.add_argument("--batch-requests", type=int, help="sequential 10k-ride requests (default 50; smoke 3)")
-    ap.add_argument("--rounds", type=int, help="rounds over all servers; the best is reported (default 3; smoke 1)")
+    ap.add_argument("--rounds", type=int, help="rounds over all servers; the best is reported (default 2; smoke 1)")
     ap.add_argument("--only", nargs="*", choices=list(SERVERS),
                     help=f"measure only these servers (default: {' '.join(DEFAULT_SERVERS)})")
-    ap.add_argument("--slow-seconds", type=float, default=15.0, help="polite-client seconds of the slow-client row")
+    ap.add_argument("--slow-seconds", type=float, default=8.0, help="polite-client seconds of the slow-client row")
     ap.add_argument("--out", type=Path, default=RESULTS, help="directory for JSON + markdown")
     ap.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
                     help="first wait up to SECONDS for the 1-minute load average to fall below nproc / 2")
@@ -446,10 +486,10 @@ def main(argv: list[str] | None = None) -> int:
     quiet_end = time.monotonic() + args.wait_quiet
     while os.getloadavg()[0] >= (os.cpu_count() or 1) / 2 and time.monotonic() < quiet_end:
         time.sleep(5)
-    seconds = args.seconds or (1 if args.smoke else 10)
-    warmup = args.warmup if args.warmup is not None else (0 if args.smoke else 3)
-    batch_n = args.batch_requests or (3 if args.smoke else 50)
-    rounds = args.rounds or (1 if args.smoke else 3)
+    seconds = args.seconds or (1 if args.smoke else 5)
+    warmup = args.warmup if args.warmup is not None else (0 if args.smoke else 1)
+    batch_n = args.batch_requests or (3 if args.smoke else 30)
+    rounds = args.rounds or (1 if args.smoke else 2)
 
     wrk = ensure_wrk()
     servers = {k: v for k, v in SERVERS.items() if k in (args.only or DEFAULT_SERVERS)}
@@ -466,6 +506,8 @@ def main(argv: list[str] | None = None) -> int:
         lua.write_text(WRK_LUA % (json.dumps(json.dumps(RIDE)), ""))
         lua_close = Path(tmp) / "post-close.lua"
         lua_close.write_text(WRK_LUA % (json.dumps(json.dumps(RIDE)), 'wrk.headers["Connection"] = "close"'))
+        lua_batch = Path(tmp) / "post-batch.lua"
+        lua_batch.write_text(WRK_LUA % (json.dumps(body.decode()), ""))
         running: list[Gunicorn] = []
         envs: dict[str, dict[str, str]] = {}
 
@@ -501,6 +543,8 @@ def main(argv: list[str] | None = None) -> int:
                     point["c8close"] = wrk_point(wrk, lua_close, server.port, 8, seconds, warmup, server.cpu_seconds)
                     r["memory"] = server.memory()
                     point["batch"] = batch_point(server.port, body, batch_n, 2 if batch_n > 3 else 1)
+                    if server.name.startswith("service"):
+                        point["mixed"] = mixed_point(wrk, lua, lua_batch, server.port, seconds)
                     r["rounds"].append(point)
                     if rnd:  # one more cold start per round (a throwaway instance)
                         extra = make(server.name, f"{server.name}-start{rnd}")
@@ -519,8 +563,11 @@ def main(argv: list[str] | None = None) -> int:
             for server in running:
                 server.stop()
     for r in res["servers"].values():  # the best round of each point: the least disturbed one
-        for point, better in (("c1", "rps"), ("c8", "rps"), ("c8close", "rps"), ("batch", "p50_ms")):
-            done = [rd[point] for rd in r["rounds"]]
+        for point, better in (("c1", "rps"), ("c8", "rps"), ("c8close", "rps"), ("batch", "p50_ms"),
+                              ("mixed", "p99_ms")):
+            done = [rd[point] for rd in r["rounds"] if point in rd]
+            if not done:
+                continue
             r[point] = (max if better == "rps" else min)(done, key=lambda d, k=better: d[k])
             r[point]["errors_all_rounds"] = sum(d["errors"] for d in done)
         r["startup_s"] = min(r["startups_s"])

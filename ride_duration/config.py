@@ -104,6 +104,11 @@ class Settings(BaseSettings):
     worker_connections: int = Field(1000, ge=1)
     """Open connections per gevent worker; beyond it the worker stops accepting and new
     connections queue in the kernel's listen backlog (other workers keep accepting)."""
+    max_inflight: int = Field(128, ge=1)
+    """Requests one gevent worker holds at once (headers read, not answered yet; a body still
+    arriving counts). Beyond it a request is answered at once with 503 ``overloaded`` and
+    ``Retry-After: 1`` instead of waiting in an unbounded queue; ``/health``, ``/ready`` and
+    ``/metrics`` are never refused. 128 single rides wait ~30 ms for their turn (docs/hardening.md)."""
     limit_request_line: int = Field(4094, ge=64, le=8190)
     """Longest request line in bytes (gunicorn ``limit_request_line``; 400 above it)."""
     limit_request_fields: int = Field(100, ge=1, le=32768)

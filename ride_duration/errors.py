@@ -74,6 +74,13 @@ class ModelNotReady(ServiceError):
     code = "model_not_ready"
 
 
+class Overloaded(ServiceError):
+    """The worker already has ``MAX_INFLIGHT`` requests in flight; answered with ``Retry-After``."""
+
+    status_code = 503
+    code = "overloaded"
+
+
 def _json(body: dict[str, t.Any], status: int) -> Response:
     from flask import jsonify
 

@@ -29,6 +29,8 @@ def test_bench_smoke_prints_table_and_writes_json(tmp_path: Path) -> None:
         assert server["memory"]["master_pss_mb"] > 0 and server["memory"]["worker_pss_mb"]
     assert result["servers"]["service"]["c8"]["errors"] == 0
     assert result["servers"]["service"]["batch"]["errors"] == 0
+    mixed = result["servers"]["service"]["mixed"]  # single rides while two connections stream 10k batches
+    assert mixed["requests"] > 0 and mixed["batch_rps"] > 0 and mixed["errors"] == 0, mixed
     slow = result["servers"]["service"]["slow_clients"]  # the slow-client row ran against the default
     assert slow["answered"] > 0 and slow["failed"] == 0, slow
     assert len(result["targets"]) >= 7

@@ -29,7 +29,7 @@ def predict() -> Response:
     model = get_holder(current_app).require()
     body, rides = service.predict_body(
         request.get_data(cache=False), model, current_app.config["MAX_BATCH_SIZE"],
-        current_app.extensions.get("prediction_log"))
+        current_app.extensions.get("prediction_log"), request.environ.get(service.PAUSE_KEY))
     g.rides = rides
     g.model_version = model.version
     response = json_response(body)

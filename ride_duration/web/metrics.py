@@ -69,6 +69,8 @@ REGISTRY_LAST_CHECK = Gauge("ride_duration_registry_last_check_timestamp_seconds
                             "Unix time of the last registry poll, by outcome (oldest across live workers).",
                             ["ok"], multiprocess_mode="livemin")
 
+OVERLOADED = Counter("ride_duration_overloaded_requests",
+                     "Requests answered 503 overloaded at once: their worker had MAX_INFLIGHT requests in flight.")
 REGISTRY_CHECKED = "registry_checked"
 ARCHIVED_KINDS = ("counter", "histogram")
 """Metric files that outlive their process (summed); gauges here are all ``live*`` (deleted)."""

@@ -31,11 +31,36 @@ PredictionSink = t.Callable[[list[t.Any], list[float], str], None]
 """Called with the rides, their predictions and the model version (the prediction log)."""
 
 
+SLICE = 2000
+"""Rides predicted between two pauses of a batch (~0.5 ms of the fast path)."""
+
+Pause = t.Callable[[], None]
+"""Gives the worker's other requests their turn (the gevent worker's fair turn); may be None."""
+PAUSE_KEY = "ride_duration.pause"
+"""environ key under which ride_duration.web.worker hands the app its ``Pause`` (absent under other workers)."""
+
+
+def predict_sliced(rides: list[t.Any], model: LoadedModel, pause: Pause | None) -> list[float]:
+    """``model.predict`` in slices of ``SLICE`` rides with a ``pause`` between them (same result:
+    predictions are per ride), so a 10,000-ride batch does not hold the worker's single rides."""
+    if pause is None or len(rides) <= SLICE:
+        return model.predict(rides)
+    durations: list[float] = []
+    for start in range(0, len(rides), SLICE):
+        if start:
+            pause()
+        durations += model.predict(rides[start:start + SLICE])
+    return durations
+
+
 def predict_payload(payload: t.Any, model: LoadedModel, max_batch: int,
-                    sink: PredictionSink | None = None) -> tuple[dict[str, t.Any], int]:
-    """Validate and predict; returns the response body and the number of rides."""
+                    sink: PredictionSink | None = None, pause: Pause | None = None) -> tuple[dict[str, t.Any], int]:
+    """Validate and predict; returns the response body and the number of rides. A batch pauses
+    (``pause``) after validation and between prediction slices."""
     rides, is_batch = validate_rides(payload, max_batch)
-    durations = model.predict(rides)
+    if is_batch and pause is not None and len(rides) > SLICE:
+        pause()
+    durations = predict_sliced(rides, model, pause)
     if sink is not None:
         sink(rides, durations, model.version)
     if is_batch:
@@ -44,9 +69,16 @@ def predict_payload(payload: t.Any, model: LoadedModel, max_batch: int,
 
 
 def predict_body(body: bytes, model: LoadedModel, max_batch: int,
-                 sink: PredictionSink | None = None) -> tuple[dict[str, t.Any], int]:
-    """``predict_payload`` on a raw JSON body."""
-    return predict_payload(parse_json(body), model, max_batch, sink)
+                 sink: PredictionSink | None = None, pause: Pause | None = None) -> tuple[dict[str, t.Any], int]:
+    """``predict_payload`` on a raw JSON body (a big body pauses after parsing too)."""
+    payload = parse_json(body)
+    if pause is not None and len(body) > PAUSE_AFTER_PARSE_BYTES:
+        pause()
+    return predict_payload(payload, model, max_batch, sink, pause)
+
+
+PAUSE_AFTER_PARSE_BYTES = 64 * 1024
+"""Bodies larger than this (~1,000 rides) give the worker a turn between parsing and validating."""
 
 
 def model_card(model: LoadedModel) -> dict[str, t.Any]:

@@ -18,6 +18,23 @@ client costs a few KiB, not a worker) and bounds the wait for each request's hea
   and an idle keep-alive one is closed by its timer (at most ``KEEPALIVE_TIMEOUT``), never cut
   while a request may be on its way.
 
+* **fair turns** (issue 22): each request's greenlet, once its headers are parsed, waits for one
+  turn of the event loop before the app runs (:meth:`GeventWorker.fair_turn`), so every other
+  connection whose request is ready is read in between. gunicorn's loop ``parse -> handle ->
+  parse`` never waits on I/O when a keep-alive client's next request is already in the socket,
+  so one fast client held the worker and its other connections waited (p99 150-300 ms at wrk
+  c2..c8). ``gevent.sleep(0)`` is not enough: gevent may resume a greenlet that sleeps with 0
+  before the loop polls for I/O again, for up to its switch interval (5 ms); a 0-second timer
+  is due only after the next poll. The turn is skipped when the worker has no other
+  connection (nothing to be fair to; c1 pays nothing). The app gets the same turn as
+  ``environ["ride_duration.pause"]`` to yield between slices of a big batch;
+* **a per-worker in-flight limit** (``MAX_INFLIGHT``): requests whose headers were read and that
+  are not answered yet. Beyond it a request is answered at once, without running the app:
+  503 ``overloaded`` in the service's error shape with ``Retry-After``, counted in
+  ``ride_duration_overloaded_requests_total``. Probes (``/health``, ``/ready``) and ``/metrics``
+  are exempt, so an overloaded pod is neither restarted nor taken out of its Service
+  (docs/hardening.md).
+
 The body deadline (``BODY_TIMEOUT``/``BODY_MIN_RATE``, 408) is WSGI middleware in the app
 (:mod:`ride_duration.web.body_deadline`), so the 408 is logged and counted like any answer.
 Settings come from :class:`ride_duration.config.Settings`, read once per worker.
@@ -40,6 +57,8 @@ from gunicorn.workers.base_async import AsyncWorker
 from gunicorn.workers.ggevent import GeventWorker as _GunicornGeventWorker
 
 from ..config import Settings
+from ..errors import Overloaded
+from .service import PAUSE_KEY
 
 PARSE_ERRORS: tuple[tuple[t.Any, int, str, str, str], ...] = (
     (http_errors.LimitRequestLine, 414, "URI Too Long", "request_line_too_long",
@@ -57,9 +76,30 @@ other error (TLS, proxy protocol, transfer codings) keeps gunicorn's own answer.
 TICK = 0.1
 """Seconds between the worker loop's heartbeats and its drain checks (gunicorn's: 1.0)."""
 
+UNLIMITED_PATHS = frozenset({"/health", "/ready", "/metrics"})
+"""Paths the in-flight limit never refuses: probes and scrapes must see the overloaded pod."""
+RETRY_AFTER = "1"
+"""Seconds a client refused by the in-flight limit is asked to wait (``Retry-After``)."""
+
+
+def overloaded_app(limit: int, count: t.Callable[[], None]) -> t.Callable[..., list[bytes]]:
+    """The answer beyond the in-flight limit: 503 in the error shape, ``Retry-After``, no app."""
+    body = orjson.dumps(Overloaded(
+        f"this worker has {limit} requests in flight (MAX_INFLIGHT); retry after {RETRY_AFTER} s").to_dict())
+    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+               ("Retry-After", RETRY_AFTER)]
+
+    def app(environ: dict[str, t.Any], start_response: t.Callable[..., t.Any]) -> list[bytes]:
+        count()
+        start_response(f"{Overloaded.status_code} Service Unavailable", list(headers))
+        return [body]
+
+    return app
+
 
 class GeventWorker(_GunicornGeventWorker):
-    """gunicorn's gevent worker plus the header (first request) and send deadlines; JSON parse errors."""
+    """gunicorn's gevent worker plus the header (first request) and send deadlines, JSON parse errors,
+    a fair turn per request and the in-flight limit."""
 
     def init_process(self) -> None:
         settings = Settings()
@@ -67,9 +107,53 @@ class GeventWorker(_GunicornGeventWorker):
         self.send_timeout = settings.send_timeout
         self.limits = settings.model_dump(include={"limit_request_line", "limit_request_fields",
                                                    "limit_request_field_size"})
+        self.max_inflight = settings.max_inflight
+        self.inflight = 0  # requests past their headers, not answered yet
+        self.connections = 0  # open connections of this worker
         self.fresh: set[t.Any] = set()  # greenlets whose connection has not had its first request yet
         self.servers: list[StreamServer] = []
         super().init_process()
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        self.wsgi = self.admit(self.wsgi)
+
+    def fair_turn(self) -> None:
+        """Let every other ready connection of this worker have its turn before going on.
+
+        A 0-second timer is due after the loop's next poll for I/O, so connections whose
+        requests arrived meanwhile are read first (``gevent.sleep(0)`` may resume this
+        greenlet before that poll). Nothing to wait for when this is the only connection.
+        """
+        if self.connections > 1:
+            hub = gevent.get_hub()
+            timer = hub.loop.timer(0)
+            try:
+                hub.wait(timer)
+            finally:
+                timer.close()
+
+    def admit(self, app: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
+        """``app`` behind the in-flight limit and the fair turn."""
+        from .metrics import OVERLOADED  # here, not at import: the master imports this module
+
+        refuse = overloaded_app(self.max_inflight, OVERLOADED.inc)
+        turn = self.fair_turn
+
+        def admitted(environ: dict[str, t.Any], start_response: t.Callable[..., t.Any]) -> t.Any:
+            if environ.get("PATH_INFO") in UNLIMITED_PATHS:
+                return app(environ, start_response)
+            environ[PAUSE_KEY] = turn
+            self.inflight += 1
+            try:
+                if self.inflight > self.max_inflight:
+                    return refuse(environ, start_response)
+                turn()
+                return app(environ, start_response)
+            finally:
+                self.inflight -= 1
+
+        return admitted
 
     def run(self) -> None:
         """gunicorn's GeventWorker.run (StreamServer per listener) with TICK instead of 1 s."""
@@ -101,9 +185,11 @@ class GeventWorker(_GunicornGeventWorker):
         client.setblocking(1)  # as gunicorn's GeventWorker.handle; deadlines come from the timers
         me = gevent.getcurrent()
         self.fresh.add(me)
+        self.connections += 1
         try:
             AsyncWorker.handle(self, listener, client, addr)
         finally:
+            self.connections -= 1
             self.fresh.discard(me)
 
     def timeout_ctx(self) -> gevent.Timeout:
