@@ -34,7 +34,7 @@ import yaml
 from tests.support import ROOT, free_port, http, post_json, running
 
 RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
-RULE_TESTS = [ROOT / "deploy" / "prometheus" / "rules.test.yml", ROOT / "deploy" / "prometheus" / "rules-retrain.test.yml"]
+RULE_TESTS = [ROOT / "deploy" / "prometheus" / name for name in ("rules.test.yml", "rules-retrain.test.yml")]
 ALERTMANAGER = ROOT / "deploy" / "prometheus" / "alertmanager.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "ride-duration.json"
 OPERATIONS = ROOT / "docs" / "operations.md"
@@ -110,7 +110,7 @@ def test_every_alert_has_for_severity_and_a_runbook_section_and_no_job_or_namesp
         assert alert["labels"]["severity"] in SEVERITIES, name
         assert {"summary", "description", "runbook_url"} <= set(alert["annotations"]), name
         page, _, anchor = alert["annotations"]["runbook_url"].partition("#")
-        assert page == "docs/operations.md" and anchor in sections, f"{name}: runbook {anchor} not in docs/operations.md"
+        assert page == "docs/operations.md" and anchor in sections, f"{name}: no runbook {anchor} in operations.md"
     for rule in rules_of():
         assert not re.search(r"\b(job|namespace|pod|service)\s*=~?\s*\"", rule["expr"]), rule
 
@@ -273,8 +273,9 @@ def grafana_to_promql(expr: str) -> str:
 def served_live(expr: str) -> bool:
     """Expressions over the HTTP service's own series, which the two live services must fill."""
     names = set(METRIC.findall(expr))
-    return bool(names) and not any(m.startswith(("ride_stream", "ride_duration_monitor", "ride_duration_prediction_log"))
-                                   for m in names) and "status=~" not in expr and "model_swapped" not in expr
+    elsewhere = ("ride_stream", "ride_duration_monitor", "ride_duration_prediction_log")
+    return (bool(names) and not any(m.startswith(elsewhere) for m in names)
+            and "status=~" not in expr and "model_swapped" not in expr)
 
 
 def test_every_dashboard_expression_runs_on_the_live_prometheus(prometheus, services) -> None:
