@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -31,7 +32,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support import ROOT, free_port, http, post_json, running
+from tests.support import ROOT, Server, free_port, http, post_json
 
 RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
 RULE_TESTS = [ROOT / "deploy" / "prometheus" / name for name in ("rules.test.yml", "rules-retrain.test.yml")]
@@ -183,9 +184,14 @@ def poll(what: str, check: t.Callable[[], t.Any], timeout: float = 90.0) -> t.An
 @pytest.fixture(scope="module")
 def services(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[dict[str, str]]:
     closed = free_port()  # nothing listens here: the registry that is down, and the dead target
-    with running(tmp_path_factory, {"MLFLOW_TRACKING_URI": ""}) as healthy, \
-            running(tmp_path_factory, {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{closed}",
-                                       "MODEL_POLL_SECONDS": "1"}) as fallback:
+    healthy = Server(env={"MLFLOW_TRACKING_URI": ""}, log_path=tmp_path_factory.mktemp("healthy") / "server.log")
+    fallback = Server(env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{closed}", "MODEL_POLL_SECONDS": "1"},
+                      log_path=tmp_path_factory.mktemp("fallback") / "server.log")
+    # liveness bounds of two minutes: the box may be busy (the registry-down start itself takes < 5 s)
+    with contextlib.ExitStack() as stack:
+        for srv in (healthy, fallback):
+            stack.callback(srv.stop)
+            srv.start("/ready", timeout=120)
         for srv in (healthy, fallback):
             for _ in range(5):  # liveness bound only: the box may be busy
                 assert post_json(srv.url + "/predict", REF_RIDE, timeout=60)[0] == 200
@@ -218,7 +224,7 @@ def prometheus(services: dict[str, str], tmp_path_factory: pytest.TempPathFactor
                 return http("GET", base + "/-/ready", timeout=2)[0] == 200
             except OSError:
                 return False
-        poll("Prometheus /-/ready", is_ready, 60)
+        poll("Prometheus /-/ready", is_ready, 120)
         yield base
     finally:
         proc.terminate()
