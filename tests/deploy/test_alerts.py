@@ -7,7 +7,7 @@
   (a renamed metric fails here, whichever side was renamed);
 * ``amtool check-config`` on the example Alertmanager config;
 * live: Prometheus (Debian's package, ``make system-deps``) on a free loopback port with
-  rules.yml, scraping every second a healthy gunicorn (bundled model, no registry), one whose
+  rules.yml, scraping every 2 s (rules every 1 s) a healthy gunicorn (bundled model, no registry), one whose
   registry is down at start (it serves the bundled fallback) and a closed port in the same job.
   Through the HTTP API: every rule evaluates without error, the fallback alert is pending or
   firing for that instance only, RideDurationDown for the closed port only, and every PromQL
@@ -205,7 +205,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[dict[str, s
 def prometheus(services: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[str]:
     work = tmp_path_factory.mktemp("prometheus")
     config = {
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+        "global": {"scrape_interval": "2s", "scrape_timeout": "2s", "evaluation_interval": "1s"},
         "rule_files": [str(RULES)],
         "scrape_configs": [{"job_name": "ride-duration", "static_configs": [{"targets": list(services.values())}]}],
     }
@@ -259,15 +259,19 @@ def active_alerts(prometheus: str, name: str) -> dict[str, str]:
 
 
 def test_the_fallback_alert_fires_for_the_fallback_instance_only(prometheus, services) -> None:
-    alerts = poll("RideDurationServingFallback pending or firing",
-                  lambda: active_alerts(prometheus, "RideDurationServingFallback"))
-    assert set(alerts) == {services["fallback"]} and alerts[services["fallback"]] in {"pending", "firing"}, alerts
-    assert services["healthy"] not in active_alerts(prometheus, "RideDurationServingFallback")
+    alerts = poll("RideDurationServingFallback pending or firing for the fallback instance only",
+                  lambda: (lambda a: a if set(a) == {services["fallback"]} else None)(
+                      active_alerts(prometheus, "RideDurationServingFallback")))
+    assert alerts[services["fallback"]] in {"pending", "firing"}, alerts
 
 
 def test_the_down_alert_fires_for_the_closed_port_only(prometheus, services) -> None:
-    alerts = poll("RideDurationDown pending or firing", lambda: active_alerts(prometheus, "RideDurationDown"))
-    assert set(alerts) == {services["dead"]}, alerts
+    # A live target that misses one scrape on a busy box is briefly pending too; it clears on the next
+    # scrape, so this waits for exactly the closed port.
+    alerts = poll("RideDurationDown pending or firing for the closed port only",
+                  lambda: (lambda a: a if set(a) == {services["dead"]} else None)(
+                      active_alerts(prometheus, "RideDurationDown")))
+    assert alerts[services["dead"]] in {"pending", "firing"}, alerts
 
 
 def grafana_to_promql(expr: str) -> str:
