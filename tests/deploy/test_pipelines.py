@@ -89,7 +89,8 @@ def test_jenkinsfile_stages_are_the_release_path_in_order() -> None:
         assert release in blocks[name], name
     assert "make container-test" in blocks["Smoke test image"]
     assert "withCredentials([usernamePassword(credentialsId: env.REGISTRY_CREDENTIALS" in blocks["Push image"]
-    assert "--password-stdin" in blocks["Push image"] and "docker push" in blocks["Push image"]
+    assert "--password-stdin" in blocks["Push image"] and "make publish" in blocks["Push image"]
+    assert "readFile('reports/image-digest')" in blocks["Push image"]  # the pushed digest, for image.digest
     assert "input {" not in blocks["Deploy dev"], "dev deploys automatically"
     for env in ("dev", "test", "accept", "prod"):
         block = blocks[f"Deploy {env}"]
