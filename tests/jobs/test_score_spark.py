@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ride_duration.jobs import score
+from ride_duration.jobs import cli, score
 from tests.conftest import require_real
 from tests.mlflow_server import MlflowServer
 from tests.synthetic import ROOT, make_rides, write_month
@@ -35,7 +35,6 @@ RTOL = 1e-9
 def spark():
     from ride_duration.jobs.score_spark import session
 
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     spark = session("local[2]", "ride-duration-tests", {
         "spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "4", "spark.driver.memory": "1g"})
     spark.sparkContext.setLogLevel("ERROR")
@@ -87,7 +86,7 @@ def odd_rows(tmp_path_factory) -> Path:
 def run_score(source: Path, output: Path, engine: str, **extra) -> int:
     args = argparse.Namespace(input=source, output=output, model_path=None, model_uri=URI, chunk_rows=400,
                               engine=engine, master=None, **extra)
-    return score.run(args)
+    return cli.execute(score.run, args, "score")
 
 
 def both_engines(source: Path, tmp_path: Path) -> tuple[pa.Table, pa.Table]:
@@ -145,3 +144,22 @@ def test_the_cli_offers_the_engines():
     out = subprocess.run([sys.executable, "-m", "ride_duration", "score", "--help"], cwd=ROOT, capture_output=True,
                          text=True, check=True, timeout=60).stdout
     assert "{local,spark}" in out and "--master" in out
+
+
+def test_the_cli_runs_spark_without_an_activated_venv(tmp_path):
+    """``.venv/bin/python -m ride_duration score --engine spark`` with a PATH whose ``python3`` is the
+    system's (no pandas) and no PYSPARK_PYTHON: local mode gives the workers the CLI's own interpreter.
+    An existing non-empty ``--output`` is replaced because ``--overwrite`` is given."""
+    source = write_month(tmp_path / "rides.parquet", 500, seed=31)
+    output = tmp_path / "out.parquet"
+    output.mkdir()
+    (output / "old-part.parquet").write_bytes(b"earlier results")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TMPDIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "ride_duration", "score", "--engine", "spark", "--master", "local[1]",
+                           "--input", str(source), "--output", str(output), "--overwrite"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert not (output / "old-part.parquet").exists()
+    table = pq.read_table(output)
+    assert table.num_rows == 500 and table.column("predicted_duration").null_count == 0
