@@ -150,7 +150,9 @@ def test_the_cli_runs_spark_without_an_activated_venv(tmp_path):
     """``.venv/bin/python -m ride_duration score --engine spark`` with a PATH whose ``python3`` is the
     system's (no pandas) and no PYSPARK_PYTHON: local mode gives the workers the CLI's own interpreter.
     An existing non-empty ``--output`` is replaced because ``--overwrite`` is given."""
-    source = write_month(tmp_path / "rides.parquet", 500, seed=31)
+    source = tmp_path / "rides.parquet"
+    pq.write_table(pa.Table.from_pandas(make_rides(500, seed=31), preserve_index=False), source,
+                   coerce_timestamps="us", allow_truncated_timestamps=True)  # Spark refuses nanoseconds
     output = tmp_path / "out.parquet"
     output.mkdir()
     (output / "old-part.parquet").write_bytes(b"earlier results")
