@@ -60,7 +60,8 @@ class Settings(BaseSettings):
     prediction_log_queue: int = Field(10_000, ge=1)
     """Logged requests waiting for the writer thread; when full, new ones are dropped and counted."""
     tlc_data_dir: Path = PROJECT_ROOT.parent / "shared" / "data"
-    """Folder of local ``green_tripdata_YYYY-MM.parquet`` files (jobs); a month not there is downloaded."""
+    """Folder of local ``green_tripdata_YYYY-MM.parquet`` files (jobs); a month not there is downloaded.
+    The one default of every job's ``--data-dir`` (``train.py``, ``monitor``, ``promote``; ``retrain`` reads it)."""
     tlc_download: bool = True
     """Jobs may download a month missing from ``tlc_data_dir`` from the TLC's public URL."""
 
