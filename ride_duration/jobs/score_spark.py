@@ -20,6 +20,7 @@ lazily by ``score.run`` only when ``--engine spark`` is asked for.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -63,7 +64,26 @@ def session(master: str | None = None, app_name: str = "ride-duration-score",
         os.environ.setdefault(WORKER_PYTHON, sys.executable)
     for key, value in {**settings, **(conf or {})}.items():
         builder = builder.config(key, value)
-    return builder.getOrCreate()
+    spark = builder.getOrCreate()
+    if master.startswith("local"):
+        quiet_local_logs(spark)
+    return spark
+
+
+def cause(exc: BaseException) -> str:
+    """The line of a Spark failure that says what went wrong: the last ``SomeError: …`` line of the
+    (Python worker's or JVM's) trace it carries, else its first line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    named = [line for line in lines if re.match(r"^[\w.$]+(Error|Exception): ", line)]
+    return named[-1] if named else (lines[0] if lines else type(exc).__name__)
+
+
+def quiet_local_logs(spark: SparkSession) -> None:
+    """Local mode: Spark's own console log (log4j, which prints every failed task's stack trace) only
+    at DEBUG; the job reports a failure as one line (``--debug`` shows Spark's log)."""
+    import logging
+
+    spark.sparkContext.setLogLevel("WARN" if logging.getLogger().isEnabledFor(logging.DEBUG) else "OFF")
 
 
 def check_rows(pu, do, dist):  # no annotations: pandas_udf would read (string) hints as its UDF kind
@@ -176,8 +196,7 @@ def score_file(input_path: Path, output_path: Path, model: LoadedModel, model_ur
             try:
                 out.write.mode("overwrite").parquet(str(partial))
             except Exception as exc:  # Py4JJavaError, PySparkException: the job failed on the cluster
-                first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-                raise JobError(f"Spark could not score {input_path}: {first[:500]}") from None
+                raise JobError(f"Spark could not score {input_path}: {cause(exc)[:500]}") from None
         if output_path.is_dir():
             shutil.rmtree(output_path)
         elif output_path.exists():
