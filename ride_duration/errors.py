@@ -165,6 +165,9 @@ class JobError(Exception):
 
     exit_code = ExitCode.ERROR
 
+    def __str__(self) -> str:
+        return " ".join(super().__str__().split())  # one line, whatever a library's message held
+
 
 class BadInput(JobError):
     """An input the job cannot use; the message names the file, column, flag or variable and the problem."""
