@@ -70,6 +70,22 @@ def session(master: str | None = None, app_name: str = "ride-duration-score",
     return spark
 
 
+def ship_row_checks_by_value() -> None:
+    """Pickle the row-check UDF with its code, not as ``ride_duration.jobs…`` references.
+
+    ``spark_udf`` puts the model's ``code_paths`` (a minimal ``ride_duration`` package with
+    ``features.py`` only, ``registry.mlflow_model.write_code_package``) first on a worker's path; a
+    worker that loaded the model before it runs the row checks would then fail to import
+    ``ride_duration.jobs`` (seen on the real month: ``ModuleNotFoundError``).
+    """
+    from pyspark import cloudpickle
+
+    from . import rows
+
+    for module in (rows, sys.modules[__name__]):
+        cloudpickle.register_pickle_by_value(module)
+
+
 def cause(exc: BaseException) -> str:
     """The line of a Spark failure that says what went wrong: the last ``SomeError: …`` line of the
     (Python worker's or JVM's) trace it carries, else its first line."""
@@ -149,6 +165,7 @@ def score_frame(spark: SparkSession, frame: DataFrame, model: LoadedModel, model
     import mlflow.pyfunc
     from pyspark.sql import functions as F
 
+    ship_row_checks_by_value()
     read, times = plan_columns(frame.columns, dict(frame.dtypes), source)
     frame = with_ride_id(frame.select(*read))
     frame = frame.repartition(partitions or spark.sparkContext.defaultParallelism)

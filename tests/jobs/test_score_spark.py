@@ -165,3 +165,23 @@ def test_the_cli_runs_spark_without_an_activated_venv(tmp_path):
     assert not (output / "old-part.parquet").exists()
     table = pq.read_table(output)
     assert table.num_rows == 500 and table.column("predicted_duration").null_count == 0
+
+
+def test_the_row_checks_reach_a_worker_that_loaded_the_model_first(tmp_path):
+    """A worker whose path starts with the model's ``code_paths`` package (``ride_duration`` with only
+    ``features.py``) still runs the row checks: they travel by value, not as an import."""
+    from pyspark import cloudpickle
+
+    from ride_duration.jobs import score_spark
+    from ride_duration.registry.mlflow_model import write_code_package
+
+    score_spark.ship_row_checks_by_value()
+    (tmp_path / "udf.pkl").write_bytes(cloudpickle.dumps(score_spark.check_rows))
+    code = write_code_package(tmp_path / "code").parent
+    probe = ("import pickle, sys; import pandas as pd; sys.path.insert(0, sys.argv[1]); import ride_duration; "
+             "assert ride_duration.__file__.startswith(sys.argv[1]); f = pickle.load(open(sys.argv[2], 'rb')); "
+             "print(f(pd.Series([1, None]), pd.Series([2, 3]), pd.Series([1.5, 2.0]))['reason'].tolist())")
+    done = subprocess.run([sys.executable, "-c", probe, str(code), str(tmp_path / "udf.pkl")], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "[None, 'missing PULocationID']"
