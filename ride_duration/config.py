@@ -1,14 +1,25 @@
-"""All service settings, read once from the environment (no prefix; names as documented)."""
+"""All service settings, read once from the environment (no prefix; names as documented).
+
+The offline jobs read them too: :func:`settings_from` puts their flags on top, validated by the
+same fields, and :func:`add_model_options` is the one definition of ``--model-path``/``--model-uri``.
+"""
 
 from __future__ import annotations
 
+import typing as t
 from pathlib import Path
 
-from pydantic import Field, field_validator
+if t.TYPE_CHECKING:
+    import argparse
+
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import BadInput
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_PATH = PROJECT_ROOT / "model" / "lin_reg.bin"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class Settings(BaseSettings):
@@ -53,7 +64,8 @@ class Settings(BaseSettings):
     one per line, the token or ``sha256:<hex>`` of it; re-read when it changes. Unset: no
     authentication (docs/security.md)."""
     tlc_data_dir: Path = PROJECT_ROOT.parent / "shared" / "data"
-    """Folder of local ``green_tripdata_YYYY-MM.parquet`` files (jobs); a month not there is downloaded."""
+    """Folder of local ``green_tripdata_YYYY-MM.parquet`` files (jobs); a month not there is downloaded.
+    The one default of every job's ``--data-dir`` (``train.py``, ``monitor``, ``promote``; ``retrain`` reads it)."""
     tlc_download: bool = True
     """Jobs may download a month missing from ``tlc_data_dir`` from the TLC's public URL."""
 
@@ -122,6 +134,50 @@ class Settings(BaseSettings):
         """``API_TOKENS_FILE=`` (empty) means off, not the current directory."""
         return None if value == "" else value
 
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return level
+
     @property
     def resolved_model_uri(self) -> str:
         return self.model_uri or f"models:/{self.model_name}@production"
+
+
+def settings_from(flags: t.Mapping[str, tuple[str, t.Any]] | None = None, **values: t.Any) -> Settings:
+    """The environment's settings with command-line values on top, validated by the same fields.
+
+    ``flags`` maps a field to ``(flag, value)`` (a None value was not given); ``values`` are set as
+    they are. A job calls this instead of ``Settings().model_copy(update=...)``, which validates nothing.
+
+    :raises BadInput: one line naming each bad flag or environment variable and its problem.
+    """
+    given = {field: value for field, (_, value) in (flags or {}).items() if value is not None}
+    try:
+        return Settings(**given, **values)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else ""
+            if field in given:
+                where = f"{flags[field][0]} {given[field]}"  # type: ignore[index]
+            else:
+                where = f"environment variable {field.upper()}={str(error.get('input'))[:80]!r}"
+            problems.append(f"{where}: {error['msg']}")
+        raise BadInput("; ".join(problems)) from None
+
+
+def add_model_options(parser: argparse.ArgumentParser, follow: bool = False) -> None:
+    """The flags that override ``MODEL_PATH`` / ``MODEL_URI`` for a job (one or the other), the same
+    for every job. ``follow``: the stream's wording (it follows the URI's alias; the others resolve it once)."""
+    model = parser.add_mutually_exclusive_group()
+    model.add_argument("--model-path", type=Path, default=None,
+                       help="a fixed model pickle (no registry); its sha256 from MODEL_SHA256 or metadata.json "
+                            "beside it" + ("" if follow else "; default: MODEL_PATH or the bundled model"))
+    model.add_argument("--model-uri", default=None,
+                       help=("registry URI to follow, e.g. models:/nyc-taxi-ride-duration@production "
+                             "(needs MLFLOW_TRACKING_URI; default MODEL_URI)") if follow else
+                            "registry URI such as models:/nyc-taxi-ride-duration@production (MLFLOW_TRACKING_URI)")

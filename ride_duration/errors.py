@@ -1,11 +1,15 @@
-"""Every error the service answers with, and the JSON shape they share.
+"""Every error the service answers with, and the JSON shape they share; and how the offline jobs fail.
 
 Body: ``{"error": {"code": str, "message": str, "details": [...]?}}``. Messages
 are written for clients: never a traceback, never the request payload.
+
+The offline jobs (``python -m ride_duration …``, ``train.py``) end with an :class:`ExitCode`; a
+:class:`JobError` carries its code and the one line that says what went wrong.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import typing as t
 
@@ -149,3 +153,37 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(ServiceError, handle_service_error)
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(Exception, handle_unexpected)
+
+
+# ---- the offline jobs ---------------------------------------------------------------------------
+
+class ExitCode(enum.IntEnum):
+    """What every job exits with (the jobs' pages in docs/ list which codes each one uses)."""
+
+    OK = 0
+    """Done (``train``/``retrain``/``promote``: promoted)."""
+    ERROR = 1
+    """The model cannot be loaded, a dependency is unreachable (registry, Pushgateway, broker, a
+    download), or an unexpected failure: worth a retry or a look at the log."""
+    BAD_INPUT = 2
+    """A file, column, type, range, flag or environment variable the job cannot use (retrain and
+    promote: also "no data yet"). The same run would fail the same way: fix the input."""
+    KEPT_CHAMPION = 3
+    """The gate kept the champion (``train``, ``retrain``, ``promote``)."""
+    DRIFT = 4
+    """``monitor --fail-on-drift`` found drift (the report is written)."""
+
+
+class JobError(Exception):
+    """A job cannot go on. The message is the one line it logs (no traceback, unless ``--debug``)."""
+
+    exit_code = ExitCode.ERROR
+
+    def __str__(self) -> str:
+        return " ".join(super().__str__().split())  # one line, whatever a library's message held
+
+
+class BadInput(JobError):
+    """An input the job cannot use; the message names the file, column, flag or variable and the problem."""
+
+    exit_code = ExitCode.BAD_INPUT

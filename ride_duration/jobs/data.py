@@ -1,9 +1,17 @@
-"""Reading NYC TLC green-taxi trip files into training frames (train/score only)."""
+"""Reading NYC TLC green-taxi trip files into training frames (train/score only).
+
+Where a month ``YYYY-MM`` is read from has one answer, :func:`resolve_source`: the folder given
+(``--data-dir``, default the ``TLC_DATA_DIR`` setting, ``ride_duration.jobs.cli.data_dir``) when
+the file is there, else the TLC's public URL.
+"""
 
 from __future__ import annotations
 
 import typing as t
+import urllib.error
 from pathlib import Path
+
+from ..errors import BadInput, JobError
 
 if t.TYPE_CHECKING:
     import pandas as pd
@@ -45,9 +53,45 @@ def clean(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-def read_rides(source: str) -> pd.DataFrame:
-    """Read a TLC parquet file (path or URL) and return the cleaned rides."""
-    import pandas as pd
+def check_columns(frame: pd.DataFrame, source: str) -> None:
+    """The columns training needs have the types it needs.
 
-    frame = pd.read_parquet(resolve_source(source), columns=COLUMNS)
-    return clean(frame)
+    :raises BadInput: naming the file, the column and its type.
+    """
+    from pandas.api import types
+
+    wrong = [f"{c} is {frame[c].dtype}" for c in COLUMNS[:2] if not types.is_datetime64_any_dtype(frame[c])]
+    wrong += [f"{c} is {frame[c].dtype}" for c in COLUMNS[2:] if not types.is_numeric_dtype(frame[c])]
+    if wrong:
+        raise BadInput(f"{source}: column {', '.join(wrong)}; expected timestamps for the pickup/drop-off times "
+                       "and numbers for the zones and trip_distance")
+
+
+def read_rides(source: str) -> pd.DataFrame:
+    """Read a TLC parquet file (path or URL, see :func:`resolve_source`) and return the cleaned rides.
+
+    :raises BadInput: missing, unreadable or corrupt, a column missing or of the wrong type, an HTTP
+        error answer for a URL, or no 1-60 minute rides (exit 2: the same run fails the same way).
+    :raises JobError: a URL that cannot be reached (exit 1: a retry may help).
+    """
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        if Path(source).is_file():
+            missing = [c for c in COLUMNS if c not in pq.read_schema(source).names]
+            if missing:
+                raise BadInput(f"{source} lacks required column(s): {', '.join(missing)}")
+        frame = pd.read_parquet(source, columns=COLUMNS)
+    except urllib.error.HTTPError as exc:
+        raise BadInput(f"cannot download {source}: HTTP {exc.code} {exc.reason}") from None
+    except urllib.error.URLError as exc:
+        raise JobError(f"cannot download {source}: {exc.reason}") from None
+    except (OSError, pa.ArrowException, ValueError, KeyError) as exc:
+        raise BadInput(f"cannot read {source}: {exc}") from None
+    check_columns(frame, source)
+    rides = clean(frame)
+    if rides.empty:
+        raise BadInput(f"{source}: no 1-60 minute rides with both zones")
+    return rides

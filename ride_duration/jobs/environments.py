@@ -15,7 +15,9 @@ validation file logged with the candidate's run (``data/valid/`` artifact).
 
 Besides the gate's own ``gate``/``gate_reason`` tags (the last decision), each decision is kept per
 environment as ``gate.<alias>`` / ``gate_reason.<alias>`` on the version.
-Exit codes as ``train.py``: 0 promoted (or already there), 3 kept the champion, 1 error.
+Exit codes (:class:`ride_duration.errors.ExitCode`): 0 promoted (or already there), 3 kept the
+champion, 1 error (no MLFLOW_TRACKING_URI, registry unreachable, nothing to promote), 2 bad input
+(a skipped environment, an unreadable or mistyped ``--valid-data``: read before the registry is asked).
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ import typing as t
 from pathlib import Path
 
 from ..config import Settings
+from ..errors import ExitCode, JobError
 from ..registry import promote
+from . import cli
 
 if t.TYPE_CHECKING:
     import pandas as pd
@@ -70,8 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--valid-data", default=None,
                         help="validation rides (path, URL or YYYY-MM); default: the file logged with the "
                              "candidate's training run")
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help="folder of green_tripdata_YYYY-MM.parquet files for a YYYY-MM --valid-data")
+    cli.data_dir_option(parser)
     parser.add_argument("--model-name", default=None, help="registered model (default MODEL_NAME)")
 
 
@@ -85,11 +88,25 @@ def logged_validation_file(client: MlflowClient, run_id: str, dst: str) -> Path 
     return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=files[0].path, dst_path=dst))
 
 
+def given_validation_rides(args: argparse.Namespace, settings: Settings) -> pd.DataFrame | None:
+    """``--valid-data``, read (None without it).
+
+    :raises BadInput: unreadable, a column missing or mistyped, no rides.
+    """
+    from . import data
+
+    if not args.valid_data:
+        return None
+    return data.read_rides(data.resolve_source(args.valid_data, cli.data_dir(args, settings)))
+
+
 def validation_rides(args: argparse.Namespace, client: MlflowClient, run_id: str | None, tmp: str) -> pd.DataFrame:
     from . import data
 
+    if getattr(args, "rides", None) is not None:
+        return args.rides
     if args.valid_data:
-        return data.read_rides(data.resolve_source(args.valid_data, args.data_dir))
+        return data.read_rides(data.resolve_source(args.valid_data, cli.data_dir(args)))
     logged = logged_validation_file(client, run_id, tmp) if run_id else None
     if logged is None:
         raise LookupError("the candidate's run logged no validation file; pass --valid-data")
@@ -112,7 +129,7 @@ def promote_between(client: MlflowClient, name: str, source: str, target: str,
     why = check_step(source, target)
     if why:
         promote.summary(f"error: {why}")
-        return promote.EXIT_ERROR
+        return ExitCode.BAD_INPUT
     src_alias, dst_alias = ENVIRONMENTS[source], ENVIRONMENTS[target]
     try:
         candidate = resolve(client, f"models:/{name}@{src_alias}")
@@ -139,22 +156,30 @@ def promote_between(client: MlflowClient, name: str, source: str, target: str,
 
 
 def run(args: argparse.Namespace) -> int:
-    """``python -m ride_duration promote``: one ``gate:`` line, exit 0/3/1."""
+    """``python -m ride_duration promote``: one ``gate:`` line, exit 0/3/1/2."""
     why = check_step(args.source, args.target)
     if why:
-        promote.summary(f"error: {why}")
-        return promote.EXIT_ERROR
+        promote.summary(f"error: --to {args.target}: {why}")
+        return ExitCode.BAD_INPUT
     settings = Settings()
+    try:
+        args.rides = given_validation_rides(args, settings)  # inputs first: a bad file fails before the registry
+    except JobError as exc:
+        promote.summary(f"error: --valid-data {args.valid_data}: {exc}")
+        return exc.exit_code
     if not settings.mlflow_tracking_uri:
         promote.summary("error: promote needs MLFLOW_TRACKING_URI (the tracking server's URL)")
-        return promote.EXIT_ERROR
+        return ExitCode.ERROR
     from ..registry.client import bound_http, client_for
 
     bound_http(timeout=60, max_retries=3)
     client = client_for(settings.mlflow_tracking_uri)
     try:
         return promote_between(client, args.model_name or settings.model_name, args.source, args.target, args)
+    except JobError as exc:  # BadInput: the logged validation file; JobError: a download
+        promote.summary(f"error: {exc}")
+        return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - a CLI: report any failure as one line and exit 1
         log.exception("promotion failed")
         promote.summary(f"error: {type(exc).__name__}: {str(exc)[:500]}")
-        return promote.EXIT_ERROR
+        return ExitCode.ERROR

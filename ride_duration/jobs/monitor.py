@@ -9,7 +9,9 @@ prediction (:mod:`.drift`); data quality on every row read (:mod:`.checks`); mod
 (RMSE, MAE, bias, n) on the current month's 1-60 minute rides. Writes into ``--report-dir``:
 ``report.json``, ``report.html`` (+ ``evidently.html``) and ``metrics.prom`` (:mod:`.report`).
 
-Exit codes: 0 report written; 1 the model cannot be loaded; 2 a source cannot be read;
+Exit codes (:class:`ride_duration.errors.ExitCode`): 0 report written; 1 the model cannot be
+loaded, or ``--pushgateway`` cannot be reached (the report is written first); 2 a source cannot
+be read (missing, corrupt, a model input column missing or not a number, no rides) or a bad flag;
 4 drift detected and ``--fail-on-drift`` given (the report is written first).
 """
 
@@ -24,9 +26,8 @@ import warnings
 from pathlib import Path
 
 from ..config import Settings
-from ..model.loading import ModelLoadError
-from ..startup import load_model
-from . import checks, sources
+from ..errors import ExitCode, JobError
+from . import checks, cli, sources
 
 if t.TYPE_CHECKING:
     import pandas as pd
@@ -35,10 +36,10 @@ if t.TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EXIT_OK = 0
-EXIT_MODEL = 1
-EXIT_SOURCE = 2
-EXIT_DRIFT = 4
+EXIT_OK = ExitCode.OK
+EXIT_MODEL = ExitCode.ERROR
+EXIT_SOURCE = ExitCode.BAD_INPUT
+EXIT_DRIFT = ExitCode.DRIFT
 SEED = 14
 
 
@@ -92,49 +93,52 @@ def build(reference: str, current: str, model: LoadedModel, data_dir: Path | Non
 
 
 def write(report: dict[str, t.Any], snapshot: t.Any, directory: Path, pushgateway: str | None = None) -> None:
+    """Write the report's files into ``directory``, then push the metrics to ``pushgateway`` if given.
+
+    :raises BadInput: ``directory`` cannot be written.
+    :raises JobError: the Pushgateway cannot be reached or refused the push (the files are written).
+    """
+    write_files(report, snapshot, directory)
+    if pushgateway:
+        push(report, pushgateway, directory)
+
+
+def write_files(report: dict[str, t.Any], snapshot: t.Any, directory: Path) -> None:
+    from ..errors import BadInput
     from . import report as output
 
-    directory.mkdir(parents=True, exist_ok=True)
-    output.write_html(report, snapshot, directory)
-    output.write_prometheus(report, directory, pushgateway)
-    output.write_json(report, directory)  # last: its presence means the run finished
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        output.write_html(report, snapshot, directory)
+        output.write_prometheus(report, directory)
+        output.write_json(report, directory)  # last: its presence means the files are complete
+    except OSError as exc:
+        raise BadInput(f"cannot write the report into --report-dir {directory}: {exc}") from None
+
+
+def push(report: dict[str, t.Any], pushgateway: str, directory: Path) -> None:
+    from . import report as output
+
+    try:
+        output.push(report, pushgateway)
+    except (OSError, ValueError) as exc:  # URLError/HTTPError/timeouts; ValueError: a malformed address
+        raise JobError(f"report written to {directory}, but --pushgateway {pushgateway} failed: {exc}") from None
 
 
 def run(args: t.Any) -> int:
     """``monitor`` sub-command (exit codes in the module docstring)."""
     settings = Settings()
-    try:
-        model = load_model(settings, args.model_path, args.model_uri)
-    except ModelLoadError as exc:
-        log.error("cannot load the model: %s", exc, extra={"event": "monitor_failed"})
-        return EXIT_MODEL
-    try:
-        report, snapshot = build(args.reference, args.current, model, settings.tlc_data_dir, args.sample_rows)
-    except sources.SourceError as exc:
-        log.error("%s", exc, extra={"event": "monitor_failed"})
-        return EXIT_SOURCE
-    write(report, snapshot, args.report_dir, args.pushgateway)
+    model = cli.load_model(args, settings)
+    report, snapshot = build(args.reference, args.current, model, cli.data_dir(args, settings), args.sample_rows)
+    write_files(report, snapshot, args.report_dir)
     summary = {name: round(r["score"], 4) for name, r in report["features"].items()}
     log.info("drift_detected=%s scores=%s rmse=%s data_quality_passed=%s -> %s", report["drift_detected"],
              summary, (report["quality"] or {}).get("rmse"), report["data_quality"]["passed"], args.report_dir,
              extra={"event": "monitor_done", "drift_detected": report["drift_detected"],
                     "report_dir": str(args.report_dir), "seconds": report["seconds"]})
+    if args.pushgateway:
+        push(report, args.pushgateway, args.report_dir)
     return EXIT_DRIFT if args.fail_on_drift and report["drift_detected"] else EXIT_OK
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    model = parser.add_mutually_exclusive_group()
-    model.add_argument("--model-path", type=Path, default=None,
-                       help="model pickle; default: MODEL_PATH or the bundled model")
-    model.add_argument("--model-uri", default=None,
-                       help="registry URI such as models:/nyc-taxi-ride-duration@production (MLFLOW_TRACKING_URI)")
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -143,13 +147,14 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
                                             "reference month",
                             description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--reference", required=True,
-                   help="reference data: parquet path, URL or YYYY-MM (TLC_DATA_DIR, else the TLC's URL)")
+                   help="reference data: parquet path, URL or YYYY-MM (--data-dir, else the TLC's URL)")
     p.add_argument("--current", required=True,
                    help="current data: parquet path, URL, YYYY-MM, or a prediction log (directory or .jsonl file)")
     p.add_argument("--report-dir", type=Path, required=True, help="where report.json/.html and metrics.prom go")
-    add_model_options(p)
+    cli.add_model_options(p)
+    cli.data_dir_option(p)
     p.add_argument("--fail-on-drift", action="store_true", help=f"exit {EXIT_DRIFT} when drift is detected")
-    p.add_argument("--sample-rows", type=positive_int, default=None,
+    p.add_argument("--sample-rows", type=cli.positive_int, default=None,
                    help=f"compare at most this many rides per side, sampled with seed {SEED} (default: all)")
     p.add_argument("--pushgateway", default=None, help="also push the metrics to this Pushgateway (host:port)")
     p.set_defaults(run=run)

@@ -63,16 +63,23 @@ def registry_for(report: dict[str, t.Any]) -> t.Any:
     return registry
 
 
-def write_prometheus(report: dict[str, t.Any], directory: Path, pushgateway: str | None = None) -> Path:
-    """``metrics.prom`` (written atomically, as the textfile collector needs); optionally push too."""
-    from prometheus_client import push_to_gateway, write_to_textfile
+def write_prometheus(report: dict[str, t.Any], directory: Path) -> Path:
+    """``metrics.prom`` (written atomically, as the textfile collector needs)."""
+    from prometheus_client import write_to_textfile
 
-    registry = registry_for(report)
     path = directory / "metrics.prom"
-    write_to_textfile(str(path), registry)
-    if pushgateway:
-        push_to_gateway(pushgateway, job="ride_duration_monitor", registry=registry, timeout=10)
+    write_to_textfile(str(path), registry_for(report))
     return path
+
+
+def push(report: dict[str, t.Any], pushgateway: str) -> None:
+    """The same metrics to a Pushgateway (``host:port`` or a URL), job ``ride_duration_monitor``.
+
+    :raises OSError: unreachable, timed out (10 s) or an HTTP error answer.
+    """
+    from prometheus_client import push_to_gateway
+
+    push_to_gateway(pushgateway, job="ride_duration_monitor", registry=registry_for(report), timeout=10)
 
 
 def fmt(value: t.Any) -> str:

@@ -15,9 +15,10 @@
    (:func:`ride_duration.registry.promote.register_and_gate`): champion and challenger are
    scored on the same validation rides and the alias moves only if the challenger is better.
 
-Exit codes (0 and 3 as ``train.py --register``): 0 promoted; 1 error (no MLFLOW_TRACKING_URI,
-registry or training failure); 2 no data (a month not published or not found: try later);
-3 kept the champion (the challenger was registered and rejected).
+Exit codes (:class:`ride_duration.errors.ExitCode`; 0 and 3 as ``train.py --register``): 0 promoted;
+1 error (no MLFLOW_TRACKING_URI, registry, download or training failure); 2 no data (a month not
+published or not found: try later) or bad input (a month's file unreadable, a column missing or
+mistyped, a bad flag); 3 kept the champion (the challenger was registered and rejected).
 """
 
 from __future__ import annotations
@@ -31,22 +32,26 @@ import urllib.request
 from pathlib import Path
 
 from ..config import Settings
-from ..model.loading import ModelLoadError
-from . import data
+from ..errors import BadInput, ExitCode, JobError
+from . import cli, data
 
 if t.TYPE_CHECKING:
     import pandas as pd
 
 log = logging.getLogger(__name__)
 
-EXIT_PROMOTED = 0
-EXIT_ERROR = 1
-EXIT_NO_DATA = 2
-EXIT_KEPT_CHAMPION = 3
+EXIT_PROMOTED = ExitCode.OK
+EXIT_ERROR = ExitCode.ERROR
+EXIT_NO_DATA = ExitCode.BAD_INPUT
+EXIT_KEPT_CHAMPION = ExitCode.KEPT_CHAMPION
 
 
-class NoData(Exception):
+class NoData(BadInput):
     """The month's file is not there (not yet published, or not in ``TLC_DATA_DIR`` offline)."""
+
+
+class ChampionNotLoadable(JobError):
+    """The champion the month is monitored with cannot be loaded (exit 1)."""
 
 
 LATEST = "latest"
@@ -154,7 +159,6 @@ def champion_training_data(settings: Settings, name: str, alias: str) -> str | N
 
 def monitor_month(args: argparse.Namespace, settings: Settings, name: str, current: str) -> dict[str, t.Any] | None:
     """The monitor report of ``current`` against the champion's training data (None if there is no champion)."""
-    from ..startup import load_model
     from . import monitor
 
     reference = champion_training_data(settings, name, args.alias)
@@ -162,7 +166,10 @@ def monitor_month(args: argparse.Namespace, settings: Settings, name: str, curre
         log.info("no champion (or its training data) to compare with: monitoring skipped",
                  extra={"event": "retrain_monitor_skipped"})
         return None
-    model = load_model(settings, model_uri=f"models:/{name}@{args.alias}")
+    try:
+        model = cli.load_model(args, settings, model_uri=f"models:/{name}@{args.alias}")
+    except JobError as exc:
+        raise ChampionNotLoadable(str(exc)) from None
     report, snapshot = monitor.build(reference, current, model, settings.tlc_data_dir, args.sample_rows)
     if args.report_dir is not None:
         monitor.write(report, snapshot, args.report_dir, args.pushgateway)
@@ -223,13 +230,19 @@ def run(args: argparse.Namespace) -> int:
     except NoData as exc:
         summary(f"no data: {exc}")
         return EXIT_NO_DATA
+    except BadInput as exc:
+        summary(f"bad input: {exc}")
+        return EXIT_NO_DATA
+    except JobError as exc:
+        summary(f"error: {exc}")
+        return EXIT_ERROR
     except Exception as exc:  # noqa: BLE001 - a CLI: one line, exit 1
         log.exception("reading the months failed")
         summary(f"error: {type(exc).__name__}: {str(exc)[:500]}")
         return EXIT_ERROR
     try:
         report = monitor_month(args, settings, name, train_src)
-    except ModelLoadError as exc:
+    except ChampionNotLoadable as exc:
         summary(f"error: cannot load the champion: {exc}")
         return EXIT_ERROR
     except Exception as exc:  # noqa: BLE001 - monitoring informs the run; the gate still decides
@@ -262,5 +275,6 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--report-dir", type=Path, default=None,
                    help="write the monitor's report.json/.html and metrics.prom here (default: log only)")
     p.add_argument("--pushgateway", default=None, help="push the monitor's metrics to this Pushgateway")
-    p.add_argument("--sample-rows", type=int, default=None, help="monitor at most this many rides per side")
+    p.add_argument("--sample-rows", type=cli.positive_int, default=None,
+                   help="monitor at most this many rides per side")
     p.set_defaults(run=run)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import typing as t
 
+from ..errors import BadInput
 from ..schemas import MAX_TRIP_DISTANCE, MAX_ZONE, MIN_ZONE
 
 INPUTS = ("PULocationID", "DOLocationID", "trip_distance")
@@ -18,8 +19,14 @@ TIMESTAMP_PAIRS = (("lpep_pickup_datetime", "lpep_dropoff_datetime"),  # green
 ID_COLUMNS = ("VendorID",)
 
 
-class InputError(Exception):
-    """The input file cannot be scored at all (unreadable, a required column missing)."""
+NUMERIC_TYPES = ("int", "uint", "bigint", "smallint", "tinyint", "long", "short", "byte", "halffloat", "float",
+                 "double", "decimal", "null", "void")
+"""How pyarrow (``int64``, ``double``, ``null``…) and Spark (``bigint``, ``double``, ``void``…) name the
+types a model input column may have: the type's name starts with one of these."""
+
+
+class InputError(BadInput):
+    """The input file cannot be scored at all (unreadable, a required column missing or not numeric): exit 2."""
 
 
 def zone_problem(name: str, value: t.Any) -> tuple[int | None, str | None, str | None]:
@@ -52,15 +59,21 @@ def check_row(pu: t.Any, do: t.Any, dist: t.Any) -> tuple[dict[str, t.Any] | Non
     return {"PULocationID": pu, "DOLocationID": do, "trip_distance": dist}, note
 
 
-def plan_columns(names: t.Iterable[str]) -> tuple[list[str], tuple[str, str] | None]:
+def plan_columns(names: t.Iterable[str], types: t.Mapping[str, str] | None = None,
+                 source: t.Any = "input") -> tuple[list[str], tuple[str, str] | None]:
     """Input columns to read (identity + inputs) and the timestamp pair, if any, given the file's columns.
 
-    :raises InputError: a model input column is absent.
+    ``types`` (column → the engine's type name) checks that the model inputs are numbers.
+
+    :raises InputError: a model input column is absent or not numeric (``source`` names the file).
     """
     names = set(names)
     missing = [c for c in INPUTS if c not in names]
     if missing:
-        raise InputError(f"input lacks required column(s): {', '.join(missing)}")
+        raise InputError(f"{source} lacks required column(s): {', '.join(missing)}")
+    wrong = [f"{c} is {types[c]}" for c in INPUTS if types is not None and not types[c].startswith(NUMERIC_TYPES)]
+    if wrong:
+        raise InputError(f"{source}: column {', '.join(wrong)}; a model input must be a number")
     times = next((pair for pair in TIMESTAMP_PAIRS if set(pair) <= names), None)
     read = [c for c in ID_COLUMNS if c in names] + list(times or ()) + list(INPUTS)
     return read, times

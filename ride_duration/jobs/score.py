@@ -39,8 +39,8 @@ import typing as t
 from pathlib import Path
 
 from ..config import Settings
-from ..model.loading import ModelLoadError
-from ..startup import load_model
+from ..errors import BadInput, ExitCode
+from . import cli
 from .rows import ID_COLUMNS, INPUTS, TIMESTAMP_PAIRS, InputError, check_row, plan_columns, zone_problem  # noqa: F401
 
 if t.TYPE_CHECKING:
@@ -76,7 +76,8 @@ def actual_minutes(batch: pa.RecordBatch, times: tuple[str, str] | None) -> pa.A
     unit = max(start.type.unit, end.type.unit, key=UNITS_PER_SECOND.get)  # the finer one; units may differ
     start, end = (pc.cast(c, pa.timestamp(unit, c.type.tz)) for c in (start, end))
     ticks = pc.cast(pc.cast(pc.subtract(end, start), pa.duration(unit)), pa.int64())
-    return pc.divide(pc.divide(pc.cast(ticks, pa.float64()), UNITS_PER_SECOND[unit]), 60.0)
+    seconds = pc.divide(pc.cast(ticks, pa.float64(), safe=False), UNITS_PER_SECOND[unit])  # > 2**53 ticks: rounded
+    return pc.divide(seconds, 60.0)
 
 
 def score_batch(batch: pa.RecordBatch, first_row: int, model: LoadedModel, schema: pa.Schema,
@@ -106,6 +107,24 @@ def score_batch(batch: pa.RecordBatch, first_row: int, model: LoadedModel, schem
     return pa.RecordBatch.from_arrays(arrays, schema=schema), len(rides)
 
 
+def read_batches(source: t.Any, input_path: Path, chunk_rows: int, columns: list[str]) -> t.Iterator[pa.RecordBatch]:
+    """``source.iter_batches``, with a corrupt page or column chunk reported as the file's problem.
+
+    :raises InputError: a chunk cannot be read or decoded.
+    """
+    import pyarrow as pa
+
+    batches = source.iter_batches(batch_size=chunk_rows, columns=columns)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (OSError, pa.ArrowException) as exc:
+            raise InputError(f"cannot read {input_path}: {exc}") from None
+        yield batch
+
+
 def score_file(input_path: Path, output_path: Path, model: LoadedModel,
                chunk_rows: int = DEFAULT_CHUNK_ROWS) -> dict[str, t.Any]:
     """Score ``input_path`` into ``output_path``; returns counts for the summary line.
@@ -121,20 +140,23 @@ def score_file(input_path: Path, output_path: Path, model: LoadedModel,
         # memory would grow with the file. Without it, one row group's pages at a time.
         source = pq.ParquetFile(input_path, pre_buffer=False)
     except (OSError, pa.ArrowException) as exc:
-        raise InputError(f"cannot read {input_path}: {exc}") from exc
-    read, times = plan_columns(source.schema_arrow.names)
-    schema = output_schema(source.schema_arrow, read)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
+        raise InputError(f"cannot read {input_path}: {exc}") from None
+    arrow = source.schema_arrow
+    read, times = plan_columns(arrow.names, {f.name: str(f.type) for f in arrow}, input_path)
+    schema = output_schema(arrow, read)
     partial = output_path.with_name(f".{output_path.name}.{os.getpid()}.partial")
     rows = scored = 0
     try:
+        output_path.parent.mkdir(parents=True, exist_ok=True)
         with pq.ParquetWriter(partial, schema) as writer:
-            for batch in source.iter_batches(batch_size=chunk_rows, columns=read):
+            for batch in read_batches(source, input_path, chunk_rows, read):
                 out, n_scored = score_batch(batch, rows, model, schema, times)
                 writer.write_batch(out)
                 rows += batch.num_rows
                 scored += n_scored
         os.replace(partial, output_path)
+    except OSError as exc:
+        raise BadInput(f"cannot write {output_path}: {exc}") from None
     finally:
         partial.unlink(missing_ok=True)
     seconds = time.perf_counter() - started
@@ -142,36 +164,37 @@ def score_file(input_path: Path, output_path: Path, model: LoadedModel,
             "rows_per_second": round(rows / seconds) if seconds > 0 else None}
 
 
-def run(args: t.Any) -> int:
-    """``score`` sub-command; exit codes: 0 done, 1 model not loadable, 2 bad input."""
-    settings = Settings()
-    try:
-        model = load_model(settings, args.model_path, args.model_uri)
-    except ModelLoadError as exc:
-        log.error("cannot load the model: %s", exc, extra={"event": "score_failed"})
-        return 1
-    try:
-        if getattr(args, "engine", "local") == "spark":
-            from . import score_spark
+def check_output(output: Path, engine: str, overwrite: bool) -> None:
+    """Refuse an ``--output`` the engine would have to destroy: a directory for the local engine (it
+    writes one file), anything but an empty directory for Spark unless ``--overwrite``.
 
-            summary = score_spark.score_file(args.input, args.output, model, args.model_uri, master=args.master)
-        else:
-            summary = score_file(args.input, args.output, model, args.chunk_rows)
-    except InputError as exc:
-        log.error("%s", exc, extra={"event": "score_failed"})
-        return 2
+    :raises BadInput: naming ``--output``.
+    """
+    if engine == "spark":
+        if overwrite or not output.exists() or (output.is_dir() and not any(output.iterdir())):
+            return
+        what = "a non-empty directory" if output.is_dir() else "a file"
+        raise BadInput(f"--output {output} is {what}; pass --overwrite to replace it with the Spark output")
+    if output.is_dir():
+        raise BadInput(f"--output {output} is a directory; the local engine writes one Parquet file")
+
+
+def run(args: t.Any) -> int:
+    """``score`` sub-command; exit codes: 0 done, 1 model not loadable, 2 bad input (raised as ``BadInput``)."""
+    settings = Settings()
+    engine = getattr(args, "engine", "local")
+    check_output(args.output, engine, getattr(args, "overwrite", False))
+    model = cli.load_model(args, settings)
+    if engine == "spark":
+        from . import score_spark
+
+        summary = score_spark.score_file(args.input, args.output, model, args.model_uri, master=args.master)
+    else:
+        summary = score_file(args.input, args.output, model, args.chunk_rows)
     log.info("scored %s rows into %s", summary["rows"], args.output,
              extra={"event": "score_done", "input": str(args.input), "output": str(args.output),
                     "model_version": model.version, **summary})
-    return 0
-
-
-def positive_int(text: str) -> int:
-    """argparse type: a whole number of at least 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
+    return ExitCode.OK
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -181,17 +204,14 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
                                             "and features, streaming in chunks.")
     score.add_argument("--input", type=Path, required=True, help="TLC trip parquet (green, yellow or FHV)")
     score.add_argument("--output", type=Path, required=True, help="predictions parquet to write")
-    model = score.add_mutually_exclusive_group()
-    model.add_argument("--model-path", type=Path, default=None,
-                       help="model pickle (sha256 from MODEL_SHA256 or metadata.json beside it); "
-                            "default: MODEL_PATH or the bundled model")
-    model.add_argument("--model-uri", default=None,
-                       help="registry URI such as models:/nyc-taxi-ride-duration@production (MLFLOW_TRACKING_URI)")
-    score.add_argument("--chunk-rows", type=positive_int, default=DEFAULT_CHUNK_ROWS,
+    cli.add_model_options(score)
+    score.add_argument("--chunk-rows", type=cli.positive_int, default=DEFAULT_CHUNK_ROWS,
                        help=f"rows per chunk (default {DEFAULT_CHUNK_ROWS})")
     score.add_argument("--engine", choices=("local", "spark"), default="local",
                        help="local: pyarrow chunks in this process (default); spark: mlflow.pyfunc.spark_udf on "
                             "Spark, output written as a Parquet directory (needs the spark Pipfile category)")
     score.add_argument("--master", default=None,
                        help="Spark master URL for --engine spark (default: spark-submit's, else local[*])")
+    score.add_argument("--overwrite", action="store_true",
+                       help="--engine spark: replace an --output that exists (refused otherwise)")
     score.set_defaults(run=run)

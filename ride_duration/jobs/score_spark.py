@@ -20,12 +20,15 @@ lazily by ``score.run`` only when ``--engine spark`` is asked for.
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import sys
 import tempfile
 import time
 import typing as t
 from pathlib import Path
 
+from ..errors import JobError
 from .rows import INPUTS, InputError, check_row, plan_columns
 
 if t.TYPE_CHECKING:
@@ -36,6 +39,9 @@ if t.TYPE_CHECKING:
 LOCAL_MASTER = "local[*]"
 LOOPBACK_CONF = {"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"}
 """Local mode binds the driver to loopback only."""
+WORKER_PYTHON = "PYSPARK_PYTHON"
+"""The Python Spark starts its workers with (pyspark reads it when the context starts; default
+``python3`` from PATH). Local mode sets it to this process's interpreter unless it is set already."""
 CHECKED = "struct<PULocationID:bigint,DOLocationID:bigint,trip_distance:double,reason:string>"
 
 
@@ -52,9 +58,48 @@ def session(master: str | None = None, app_name: str = "ride-duration-score",
     master = master or SparkConf().get("spark.master", None) or LOCAL_MASTER
     builder = builder.master(master).config("spark.sql.session.timeZone", "UTC")
     settings = dict(LOOPBACK_CONF) if master.startswith("local") else {}
+    if master.startswith("local"):
+        # The workers are this machine's processes: give them this interpreter (the venv's, with pandas
+        # and pyarrow), not whatever python3 PATH finds first (an un-activated venv: the system's).
+        os.environ.setdefault(WORKER_PYTHON, sys.executable)
     for key, value in {**settings, **(conf or {})}.items():
         builder = builder.config(key, value)
-    return builder.getOrCreate()
+    spark = builder.getOrCreate()
+    if master.startswith("local"):
+        quiet_local_logs(spark)
+    return spark
+
+
+def ship_row_checks_by_value() -> None:
+    """Pickle the row-check UDF with its code, not as ``ride_duration.jobs…`` references.
+
+    ``spark_udf`` puts the model's ``code_paths`` (a minimal ``ride_duration`` package with
+    ``features.py`` only, ``registry.mlflow_model.write_code_package``) first on a worker's path; a
+    worker that loaded the model before it runs the row checks would then fail to import
+    ``ride_duration.jobs`` (seen on the real month: ``ModuleNotFoundError``).
+    """
+    from pyspark import cloudpickle
+
+    from . import rows
+
+    for module in (rows, sys.modules[__name__]):
+        cloudpickle.register_pickle_by_value(module)
+
+
+def cause(exc: BaseException) -> str:
+    """The line of a Spark failure that says what went wrong: the last ``SomeError: …`` line of the
+    (Python worker's or JVM's) trace it carries, else its first line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    named = [line for line in lines if re.match(r"^[\w.$]+(Error|Exception): ", line)]
+    return named[-1] if named else (lines[0] if lines else type(exc).__name__)
+
+
+def quiet_local_logs(spark: SparkSession) -> None:
+    """Local mode: Spark's own console log (log4j, which prints every failed task's stack trace) only
+    at DEBUG; the job reports a failure as one line (``--debug`` shows Spark's log)."""
+    import logging
+
+    spark.sparkContext.setLogLevel("WARN" if logging.getLogger().isEnabledFor(logging.DEBUG) else "OFF")
 
 
 def check_rows(pu, do, dist):  # no annotations: pandas_udf would read (string) hints as its UDF kind
@@ -115,12 +160,13 @@ def pyfunc_uri(model_uri: str | None, model: LoadedModel, tmp: Path) -> str:
 
 
 def score_frame(spark: SparkSession, frame: DataFrame, model: LoadedModel, model_uri: str | None,
-                tmp: Path, partitions: int | None = None) -> DataFrame:
+                tmp: Path, partitions: int | None = None, source: t.Any = "input") -> DataFrame:
     """The output frame (default engine's columns) for a frame of TLC rows."""
     import mlflow.pyfunc
     from pyspark.sql import functions as F
 
-    read, times = plan_columns(frame.columns)
+    ship_row_checks_by_value()
+    read, times = plan_columns(frame.columns, dict(frame.dtypes), source)
     frame = with_ride_id(frame.select(*read))
     frame = frame.repartition(partitions or spark.sparkContext.defaultParallelism)
     checker = F.pandas_udf(check_rows, CHECKED)
@@ -144,7 +190,10 @@ def score_file(input_path: Path, output_path: Path, model: LoadedModel, model_ur
                spark: SparkSession | None = None, master: str | None = None) -> dict[str, t.Any]:
     """Score ``input_path`` into the Parquet directory ``output_path``; returns counts for the summary line.
 
+    ``output_path`` is replaced if it exists (``score`` refuses a non-empty one without ``--overwrite``).
+
     :raises InputError: the input cannot be read or lacks a model input column.
+    :raises JobError: Spark failed while scoring (exit 1; the first line of its error).
     """
     from pyspark.errors import AnalysisException
     from pyspark.sql import functions as F
@@ -160,8 +209,11 @@ def score_file(input_path: Path, output_path: Path, model: LoadedModel, model_ur
     partial = output_path.with_name(f".{output_path.name}.{os.getpid()}.partial")
     try:
         with tempfile.TemporaryDirectory(prefix="ride-duration-spark-") as tmp:
-            out = score_frame(spark, frame, model, model_uri, Path(tmp))
-            out.write.mode("overwrite").parquet(str(partial))
+            out = score_frame(spark, frame, model, model_uri, Path(tmp), source=input_path)
+            try:
+                out.write.mode("overwrite").parquet(str(partial))
+            except Exception as exc:  # Py4JJavaError, PySparkException: the job failed on the cluster
+                raise JobError(f"Spark could not score {input_path}: {cause(exc)[:500]}") from None
         if output_path.is_dir():
             shutil.rmtree(output_path)
         elif output_path.exists():

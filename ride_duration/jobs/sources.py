@@ -4,7 +4,7 @@ Both become one frame: ``PULocationID``, ``DOLocationID``, ``trip_distance`` as 
 ``prediction`` (minutes; null when the row cannot be scored) and ``actual_duration`` (minutes;
 null without timestamps, and always null in a prediction log).
 
-* A parquet path, URL or ``YYYY-MM`` (local in ``TLC_DATA_DIR`` else the TLC's URL) is scored
+* A parquet path, URL or ``YYYY-MM`` (local in ``--data-dir``/``TLC_DATA_DIR`` else the TLC's URL) is scored
   with :func:`ride_duration.jobs.score.score_file`, the ``score`` CLI's own code, so the
   monitor's RMSE is the score CLI's on the same rides.
 * A directory or a ``.jsonl`` file is the prediction log (``PREDICTION_LOG_DIR``; every
@@ -19,6 +19,7 @@ import typing as t
 import urllib.request
 from pathlib import Path
 
+from ..errors import BadInput
 from . import data, score
 
 if t.TYPE_CHECKING:
@@ -30,8 +31,8 @@ COLUMNS = ("PULocationID", "DOLocationID", "trip_distance")
 LOG_PATTERN = "*.jsonl*"
 
 
-class SourceError(Exception):
-    """The source cannot be read (missing file, no rows, not parquet or JSON lines)."""
+class SourceError(BadInput):
+    """The source cannot be read (missing file, no rows, not parquet or JSON lines): exit 2."""
 
 
 def is_log(source: str) -> bool:
@@ -68,7 +69,7 @@ def score_month(source: str, model: LoadedModel, data_dir: Path | None) -> tuple
         try:
             counts = score.score_file(path, output, model)
         except score.InputError as exc:
-            raise SourceError(str(exc)) from exc
+            raise SourceError(str(exc)) from None
         frame = pd.read_parquet(output, columns=[*COLUMNS, "actual_duration", "predicted_duration"])
     if frame.empty:
         raise SourceError(f"{source}: no rows")

@@ -11,6 +11,12 @@ bundled champion on the same validation rides (the registry gate's scoring, run 
 With ``--register`` it also logs the run to MLflow, registers the model and moves
 the production alias through the champion/challenger gate (see ``--help``).
 Never imported by the service. ``train.py`` at the top of the repository runs :func:`main`.
+
+It fails like every job (:mod:`ride_duration.jobs.cli`): JSON log lines on stdout; exit 2 with one
+line naming the file, column or flag for an input it cannot use (a missing, corrupt or mistyped
+file, an HTTP error for a URL, ``--alpha -1``); exit 1 for a URL that cannot be reached, a
+``--gate-against`` champion that cannot be loaded or a registry failure; 3 kept the champion.
+No traceback unless ``--debug``.
 """
 
 from __future__ import annotations
@@ -20,9 +26,9 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
 import pickle
 import sys
+import typing as t
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +37,7 @@ from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LinearRegression, Ridge
 from sklearn.metrics import root_mean_squared_error
 
+from ..errors import BadInput, ExitCode, JobError
 from ..features import (
     DEFAULT_MAX_MILES,
     FITTED_STEP_ATTRIBUTE,
@@ -40,13 +47,14 @@ from ..features import (
     fitted_step,
     prepare_features,
 )
-from . import data
+from . import cli, data
 
 log = logging.getLogger("train")
 
-EXIT_PROMOTED = 0
-EXIT_ERROR = 1
-EXIT_KEPT_CHAMPION = 3
+EXIT_PROMOTED = ExitCode.OK
+EXIT_ERROR = ExitCode.ERROR
+EXIT_BAD_INPUT = ExitCode.BAD_INPUT
+EXIT_KEPT_CHAMPION = ExitCode.KEPT_CHAMPION
 LSQR_TOL = 1e-8
 """scikit-learn >= 1.7 stops sparse lsqr at ``tol=1e-6`` (validation RMSE 7.76 here);
 ``1e-8`` reproduces the course's scikit-learn 1.0.2 fit (7.4795 vs its 7.4796). Fully
@@ -118,22 +126,20 @@ def describe_source(source: str, rows: int) -> dict:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.Parser(prog="train.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--train-data", default="2021-01",
                    help="training parquet: path, URL, or YYYY-MM for the TLC public file (default 2021-01)")
     p.add_argument("--valid-data", default="2021-02",
                    help="validation parquet: path, URL, or YYYY-MM (default 2021-02)")
-    p.add_argument("--data-dir", type=Path, default=os.environ.get("TLC_DATA_DIR"),
-                   help="folder of local green_tripdata_YYYY-MM.parquet files; a YYYY-MM found there is read "
-                        "locally instead of downloaded (default: TLC_DATA_DIR)")
+    cli.data_dir_option(p)
     p.add_argument("--output-dir", type=Path, default=Path("model"),
                    help="where lin_reg.bin and metadata.json go (default model/)")
     p.add_argument("--no-bundle", action="store_true", help="do not write the bundle files")
     p.add_argument("--feature-step", choices=STEPS, default=DEFAULT_STEP.name,
                    help=f"feature step the model is trained with and needs (default {DEFAULT_STEP.name})")
-    p.add_argument("--max-miles", type=float, default=DEFAULT_MAX_MILES,
+    p.add_argument("--max-miles", type=cli.positive_float, default=DEFAULT_MAX_MILES,
                    help=f"{FLAGGED}: distances above this are implausible (default {DEFAULT_MAX_MILES:g})")
-    p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
+    p.add_argument("--alpha", type=cli.non_negative_float, default=DEFAULT_ALPHA,
                    help=f"ridge penalty; 0 = the course's LinearRegression (default {DEFAULT_ALPHA:g})")
     p.add_argument("--gate-against", type=Path, default=None, metavar="BUNDLE",
                    help="a bundled champion (lin_reg.bin or its folder, e.g. model/): write the bundle only if "
@@ -146,16 +152,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--legacy-stage", action="store_true",
                    help="also transition the promoted version to the legacy 'Production' stage")
     p.add_argument("--experiment", default="nyc-taxi-ride-duration", help="MLflow experiment name")
+    cli.add_debug(p, top=True)
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    """``python train.py``: the exit code (module docstring), through the jobs' one error path."""
     args = parse_args(argv)
-    train_src = data.resolve_source(args.train_data, args.data_dir)
-    valid_src = data.resolve_source(args.valid_data, args.data_dir)
-    log.info("reading %s and %s", train_src, valid_src)
-    train_rides, valid_rides = data.read_rides(train_src), data.read_rides(valid_src)
+    return cli.execute(run, args, "train")
+
+
+def run(args: argparse.Namespace) -> int:
+    data_dir = cli.data_dir(args)
+    if args.gate_against is not None and not args.gate_against.exists():
+        raise BadInput(f"--gate-against {args.gate_against}: no such file or folder")
+    train_src = data.resolve_source(args.train_data, data_dir)
+    valid_src = data.resolve_source(args.valid_data, data_dir)
+    log.info("reading %s and %s", train_src, valid_src, extra={"event": "train_reading"})
+    train_rides, valid_rides = read(train_src, "--train-data"), read(valid_src, "--valid-data")
     step = FeatureStep(args.feature_step, args.max_miles if args.feature_step == FLAGGED else None)
     dv, lr, rmse = fit(train_rides, valid_rides, step, args.alpha)
     info = {
@@ -166,21 +180,41 @@ def main(argv: list[str] | None = None) -> int:
         "params": model_params(step, args.alpha),
         "feature_step": step.to_dict(),
     }
-    log.info("validation RMSE %.4f on %d rides", rmse, len(valid_rides))
+    log.info("validation RMSE %.4f on %d rides", rmse, len(valid_rides),
+             extra={"event": "train_validated", "valid_rmse": rmse, "valid_rows": len(valid_rides)})
     if args.gate_against is not None:
+        from ..model.loading import ModelLoadError
         from ..registry import promote
 
-        code, gate_info = promote.gate_bundle(args.gate_against, dv, lr, step, valid_rides)
+        try:
+            code, gate_info = promote.gate_bundle(args.gate_against, dv, lr, step, valid_rides)
+        except ModelLoadError as exc:
+            raise JobError(f"cannot load --gate-against {args.gate_against}: {exc}") from None
         info["gate"] = gate_info
         if "champion_rmse" in gate_info:
             info["metrics"]["champion_valid_rmse"] = gate_info["champion_rmse"]
         if code != EXIT_PROMOTED:
             return code
     if not args.no_bundle:
-        meta = write_bundle(args.output_dir, dv, lr, info)
-        log.info("wrote %s/lin_reg.bin version %s", args.output_dir, meta["version"])
+        try:
+            meta = write_bundle(args.output_dir, dv, lr, info)
+        except OSError as exc:
+            raise BadInput(f"cannot write the bundle into --output-dir {args.output_dir}: {exc}") from None
+        log.info("wrote %s/lin_reg.bin version %s", args.output_dir, meta["version"],
+                 extra={"event": "train_bundle_written", "model_version": meta["version"]})
     if not args.register:
         return EXIT_PROMOTED
     from ..registry import promote
 
     return promote.register_and_gate(args, dv, lr, info, valid_rides)
+
+
+def read(source: str, flag: str) -> t.Any:
+    """The cleaned rides of ``source``; an input problem's message names the flag it came from.
+
+    :raises BadInput: see :func:`ride_duration.jobs.data.read_rides`.
+    """
+    try:
+        return data.read_rides(source)
+    except BadInput as exc:
+        raise BadInput(f"{flag}: {exc}") from None

@@ -165,6 +165,8 @@ def errors(shape: str, *statuses: int, notes: dict[int, str] | None = None) -> d
     return {str(s): resp(what[s], ref(shape)) for s in statuses}
 
 
+CSV_MIN_LENGTH = len("PULocationID,DOLocationID,trip_distance\n1,1,0")
+"""The shortest CSV body that scores, the header and one row: an empty body is declared refused (400)."""
 RIDE_EXAMPLE = {"PULocationID": 43, "DOLocationID": 151, "trip_distance": 1.01}
 BATCH_EXAMPLE = [RIDE_EXAMPLE, {"PULocationID": 10, "DOLocationID": 50, "trip_distance": 40.0}]
 
@@ -193,7 +195,9 @@ def operations(max_batch: int = 10_000, model_name: str = "nyc-taxi-ride-duratio
         "tags": ["Open Inference Protocol V2"],
         "requestBody": {"required": True, "content": {JSON: {"schema": ref("InferenceRequest")}}},
         "responses": {"200": resp("Durations in minutes, tensor `duration`", ref("InferenceResponse")),
-                      **errors("V2Error", 400, 404, 413, 415, 422, 503)},
+                      **errors("V2Error", 400, 404, 413, 415, 422, 503, notes={
+                          400: "Malformed request: not JSON, not an inference request (e.g. a `shape` value that "
+                               "is not a 64-bit integer), or shapes that disagree with the data"})},
     }
     return {
         ("/predict", "post"): {
@@ -228,6 +232,7 @@ def operations(max_batch: int = 10_000, model_name: str = "nyc-taxi-ride-duratio
                 }},
                 "text/csv": {"schema": {
                     "type": "string", "pattern": request_schemas.csv_pattern(max_batch),
+                    "minLength": CSV_MIN_LENGTH,
                     "description": "A header row naming the columns, then one ride per line (UTF-8; "
                                    "the pattern is the plain form: RFC 4180 quoting and other columns, "
                                    "which are ignored, are read too). Names and cells are not trimmed."},
@@ -235,8 +240,9 @@ def operations(max_batch: int = 10_000, model_name: str = "nyc-taxi-ride-duratio
             }},
             "responses": {"200": resp("One duration (minutes) per row", ref("MlflowPredictions")),
                           **errors("MlflowError", 400, 413, 415, 503,
-                                   notes={400: "BAD_REQUEST (not a scoring request) or INVALID_PARAMETER_VALUE "
-                                               "(a ride failed validation; fields listed)"})},
+                                   notes={400: "BAD_REQUEST (not a scoring request: e.g. an empty body, a CSV "
+                                               "body without a header row) or INVALID_PARAMETER_VALUE (a ride "
+                                               "failed validation; fields listed)"})},
         },
         ("/ping", "get"): {"operationId": "mlflowPing", "tags": ["MLflow scoring protocol"],
                            "summary": "MLflow health check",

@@ -8,8 +8,10 @@ The model is chosen as the service chooses it (:func:`ride_duration.startup.foll
 with ``MLFLOW_TRACKING_URI`` the registry's ``MODEL_URI`` (default
 ``models:/<MODEL_NAME>@production``), re-resolved every ``MODEL_POLL_SECONDS`` and hot-swapped
 between batches; else the bundled file (``MODEL_PATH``). Flags override the ``STREAM_*``
-settings (``ride_duration.config.Settings``). Exit codes: 0 stopped cleanly, 1 no model or
-the shutdown bound passed, 2 bad arguments.
+settings (``ride_duration.config.Settings``) and are checked by the same fields: ``--batch-size 0``
+is refused exactly as ``STREAM_BATCH_SIZE=0`` is. Exit codes (:class:`ride_duration.errors.ExitCode`):
+0 stopped cleanly, 1 no model or the shutdown bound passed, 2 bad arguments (one line naming the
+flag or variable).
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from __future__ import annotations
 import argparse
 import logging
 import typing as t
-from pathlib import Path
 
-from ..config import Settings
+from ..config import Settings, add_model_options, settings_from
+from ..errors import BadInput, ExitCode
 from ..model.holder import ModelHolder
 from ..startup import follow_model
 from . import metrics
@@ -42,30 +44,37 @@ def key_value(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
-def settings_from(args: argparse.Namespace) -> Settings:
-    updates = {name: getattr(args, name.removeprefix("stream_")) for name in
-               ("stream_batch_size", "stream_batch_wait", "stream_group", "stream_metrics_port")
-               if getattr(args, name.removeprefix("stream_")) is not None}
+FLAGS = {"stream_batch_size": "--batch-size", "stream_batch_wait": "--batch-wait", "stream_group": "--group",
+         "stream_metrics_port": "--metrics-port"}
+"""Settings field → the flag that overrides it."""
+
+
+def settings_for(args: argparse.Namespace) -> Settings:
+    """The settings with the flags on top, validated by the settings' own fields.
+
+    :raises BadInput: a flag or environment variable out of range (names it).
+    """
+    flags = {field: (flag, getattr(args, field.removeprefix("stream_"))) for field, flag in FLAGS.items()}
+    values: dict[str, t.Any] = {}
     if args.model_uri:
-        updates["model_uri"] = args.model_uri
+        values["model_uri"] = args.model_uri
     if args.model_path:
-        updates.update(model_path=args.model_path, mlflow_tracking_uri=None)
-    return Settings().model_copy(update=updates)
+        values.update(model_path=args.model_path, mlflow_tracking_uri=None)
+    return settings_from(flags, **values)
 
 
 def run(args: argparse.Namespace) -> int:
     from .kafka_consumer import StreamConsumer
 
-    settings = settings_from(args)
+    settings = settings_for(args)
     if args.model_uri and not settings.mlflow_tracking_uri:
-        log.error("--model-uri needs MLFLOW_TRACKING_URI", extra={"event": "stream_failed"})
-        return 2
+        raise BadInput("--model-uri needs MLFLOW_TRACKING_URI")
     holder = ModelHolder()
     holder.listeners.append(metrics.on_model_event)
     watcher = follow_model(settings, holder)
     if holder.current is None:
         log.error("no model to serve: %s", holder.reason, extra={"event": "stream_failed"})
-        return 1
+        return ExitCode.ERROR
     consumer = StreamConsumer(settings, holder, args.source, args.sink, args.dead_letter,
                               settings.stream_group, dict(args.kafka_config or []))
     consumer.install_signal_handlers()
@@ -99,11 +108,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     stream.add_argument("--metrics-port", dest="metrics_port", type=int, default=None,
                         help=f"Prometheus port, 0 for none (STREAM_METRICS_PORT, default "
                              f"{defaults['stream_metrics_port'].default})")
-    model = stream.add_mutually_exclusive_group()
-    model.add_argument("--model-path", type=Path, default=None, help="a fixed model pickle (no registry)")
-    model.add_argument("--model-uri", default=None,
-                       help="registry URI to follow, e.g. models:/nyc-taxi-ride-duration@production "
-                            "(needs MLFLOW_TRACKING_URI; default MODEL_URI)")
+    add_model_options(stream, follow=True)
     stream.add_argument("--kafka-config", type=key_value, action="append", metavar="KEY=VALUE",
                         help="extra librdkafka setting for the consumer and producers (repeatable), "
                              "e.g. security.protocol=SASL_SSL")

@@ -119,7 +119,7 @@ def test_promotion_walks_dev_to_prod_only_through_the_gate(registry, months, cli
     code, line = promote_cli(capsys, "--from", "dev", "--to", "test", "--valid-data", str(months["valid"]))
     assert code == 0 and "to @test" in line and "no @test version yet" in line, line
     code, line = promote_cli(capsys, "--from", "dev", "--to", "accept")
-    assert code == 1 and "accept does not follow dev" in line, line
+    assert code == 2 and "accept does not follow dev" in line, line  # a bad flag: exit 2
     assert at(client, "accept") is None
     code, line = promote_cli(capsys, "--from", "test", "--to", "accept")  # validation file logged with the run
     assert code == 0 and "to @accept" in line, line

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ride_duration.jobs import score
+from ride_duration.jobs import cli, score
 from tests.conftest import require_real
 from tests.mlflow_server import MlflowServer
 from tests.synthetic import ROOT, make_rides, write_month
@@ -35,7 +35,6 @@ RTOL = 1e-9
 def spark():
     from ride_duration.jobs.score_spark import session
 
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     spark = session("local[2]", "ride-duration-tests", {
         "spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "4", "spark.driver.memory": "1g"})
     spark.sparkContext.setLogLevel("ERROR")
@@ -87,7 +86,7 @@ def odd_rows(tmp_path_factory) -> Path:
 def run_score(source: Path, output: Path, engine: str, **extra) -> int:
     args = argparse.Namespace(input=source, output=output, model_path=None, model_uri=URI, chunk_rows=400,
                               engine=engine, master=None, **extra)
-    return score.run(args)
+    return cli.execute(score.run, args, "score")
 
 
 def both_engines(source: Path, tmp_path: Path) -> tuple[pa.Table, pa.Table]:
@@ -145,3 +144,44 @@ def test_the_cli_offers_the_engines():
     out = subprocess.run([sys.executable, "-m", "ride_duration", "score", "--help"], cwd=ROOT, capture_output=True,
                          text=True, check=True, timeout=60).stdout
     assert "{local,spark}" in out and "--master" in out
+
+
+def test_the_cli_runs_spark_without_an_activated_venv(tmp_path):
+    """``.venv/bin/python -m ride_duration score --engine spark`` with a PATH whose ``python3`` is the
+    system's (no pandas) and no PYSPARK_PYTHON: local mode gives the workers the CLI's own interpreter.
+    An existing non-empty ``--output`` is replaced because ``--overwrite`` is given."""
+    source = tmp_path / "rides.parquet"
+    pq.write_table(pa.Table.from_pandas(make_rides(500, seed=31), preserve_index=False), source,
+                   coerce_timestamps="us", allow_truncated_timestamps=True)  # Spark refuses nanoseconds
+    output = tmp_path / "out.parquet"
+    output.mkdir()
+    (output / "old-part.parquet").write_bytes(b"earlier results")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TMPDIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "ride_duration", "score", "--engine", "spark", "--master", "local[1]",
+                           "--input", str(source), "--output", str(output), "--overwrite"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert not (output / "old-part.parquet").exists()
+    table = pq.read_table(output)
+    assert table.num_rows == 500 and table.column("predicted_duration").null_count == 0
+
+
+def test_the_row_checks_reach_a_worker_that_loaded_the_model_first(tmp_path):
+    """A worker whose path starts with the model's ``code_paths`` package (``ride_duration`` with only
+    ``features.py``) still runs the row checks: they travel by value, not as an import."""
+    from pyspark import cloudpickle
+
+    from ride_duration.jobs import score_spark
+    from ride_duration.registry.mlflow_model import write_code_package
+
+    score_spark.ship_row_checks_by_value()
+    (tmp_path / "udf.pkl").write_bytes(cloudpickle.dumps(score_spark.check_rows))
+    code = write_code_package(tmp_path / "code").parent
+    probe = ("import pickle, sys; import pandas as pd; sys.path.insert(0, sys.argv[1]); import ride_duration; "
+             "assert ride_duration.__file__.startswith(sys.argv[1]); f = pickle.load(open(sys.argv[2], 'rb')); "
+             "print(f(pd.Series([1, None]), pd.Series([2, 3]), pd.Series([1.5, 2.0]))['reason'].tolist())")
+    done = subprocess.run([sys.executable, "-c", probe, str(code), str(tmp_path / "udf.pkl")], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "[None, 'missing PULocationID']"

@@ -102,6 +102,35 @@ def test_responses_match_their_documented_schema(client, spec):
     check("/v2/models/{name}", "get", client.get("/v2/models/unknown"))
 
 
+def test_refusals_a_long_fuzz_run_met_are_declared(client, spec):
+    """An empty CSV body (400), a V2 shape beyond int64 (400) and a batch over MAX_BATCH_SIZE (413): each
+    status is a documented response of its operation, the body has the documented shape, and the request
+    is outside the request schema (so a fuzzer counts the answer as a rejection, never as an acceptance)."""
+    resolver = {"components": spec["components"]}
+    limit = client.application.config.get("MAX_BATCH_SIZE") or 10_000
+    tensors = [{"name": "PULocationID", "shape": [2**64], "datatype": "INT64", "data": [1]},
+               {"name": "DOLocationID", "shape": [1], "datatype": "INT64", "data": [1]},
+               {"name": "trip_distance", "shape": [1], "datatype": "FP64", "data": [1.0]}]
+    cases = [
+        ("/invocations", "text/csv", "", client.post("/invocations", data=b"", content_type="text/csv"), 400),
+        ("/v2/models/{name}/infer", "application/json", {"inputs": tensors},
+         client.post("/v2/models/nyc-taxi-ride-duration/infer", json={"inputs": tensors}), 400),
+        ("/predict", "application/json", [RIDE_ONE] * (limit + 1),
+         client.post("/predict", json=[RIDE_ONE] * (limit + 1)), 413),
+    ]
+    for path, media, body, response, status in cases:
+        operation = spec["paths"][path]["post"]
+        assert response.status_code == status, (path, response.get_data(as_text=True))
+        documented = operation["responses"][str(status)]["content"][response.mimetype]["schema"]
+        jsonschema.validate(response.json, {**documented, **resolver})
+        request_schema = operation["requestBody"]["content"][media]["schema"]
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(body, {**request_schema, **resolver})
+
+
+RIDE_ONE = {"PULocationID": 1, "DOLocationID": 2, "trip_distance": 1.0}
+
+
 def test_docs_page_is_offline(client):
     page = client.get("/docs")
     assert page.status_code == 200 and page.mimetype == "text/html"
