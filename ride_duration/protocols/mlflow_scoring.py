@@ -241,11 +241,15 @@ def invocations() -> Response:
     """Score a batch: MLflow envelope in, ``{"predictions": [...]}`` out (one model call)."""
     model = get_holder(current_app).require()
     rows = parse_invocation(request.get_data(cache=False), request.mimetype, request.mimetype_params)
+    g.warnings = []
     body, n = service.predict_payload(rows, model, current_app.config["MAX_BATCH_SIZE"],
-                                      current_app.extensions.get("prediction_log"))
+                                      current_app.extensions.get("prediction_log"), g.warnings)
     g.rides = n
     g.model_version = model.version
-    response = json_response({"predictions": body["durations"]})
+    answer: dict[str, t.Any] = {"predictions": body["durations"]}
+    if "warnings" in body:  # an extra top-level key: MLflow's clients read only "predictions"
+        answer["warnings"] = body["warnings"]
+    response = json_response(answer)
     response.headers["X-Model-Version"] = model.version
     return response
 

@@ -11,6 +11,7 @@ import typing as t
 import orjson
 
 from ..errors import MalformedJSON
+from ..features import NUMERICAL, WARNING_REASONS
 from ..schemas import validate_rides
 
 if t.TYPE_CHECKING:
@@ -31,22 +32,44 @@ PredictionSink = t.Callable[[list[t.Any], list[float], str], None]
 """Called with the rides, their predictions and the model version (the prediction log)."""
 
 
+def ride_warnings(codes: list[tuple[int, str]], is_batch: bool,
+                  warned: list[str] | None = None) -> list[dict[str, str]]:
+    """``{"field", "reason", "message"}`` per ride with an implausible distance (field ``trip_distance``,
+    or ``[i].trip_distance`` in a batch); each reason code is also appended to ``warned`` (metrics)."""
+    out = []
+    for i, code in codes:
+        out.append({"field": f"[{i}].{NUMERICAL}" if is_batch else NUMERICAL, "reason": code,
+                    "message": WARNING_REASONS[code]})
+        if warned is not None:
+            warned.append(code)
+    return out
+
+
 def predict_payload(payload: t.Any, model: LoadedModel, max_batch: int,
-                    sink: PredictionSink | None = None) -> tuple[dict[str, t.Any], int]:
-    """Validate and predict; returns the response body and the number of rides."""
+                    sink: PredictionSink | None = None,
+                    warned: list[str] | None = None) -> tuple[dict[str, t.Any], int]:
+    """Validate and predict; returns the response body and the number of rides.
+
+    A ride with an implausible distance is answered all the same, and the body gets a
+    ``warnings`` list (absent when there is none, so the usual answer is unchanged).
+    """
     rides, is_batch = validate_rides(payload, max_batch)
-    durations = model.predict(rides)
+    durations, codes = model.predict_with_warnings(rides)
     if sink is not None:
         sink(rides, durations, model.version)
-    if is_batch:
-        return {"durations": durations, "model_version": model.version}, len(rides)
-    return {"duration": durations[0], "model_version": model.version}, 1
+    body: dict[str, t.Any] = ({"durations": durations, "model_version": model.version} if is_batch
+                              else {"duration": durations[0], "model_version": model.version})
+    warnings = ride_warnings(codes, is_batch, warned)
+    if warnings:
+        body["warnings"] = warnings
+    return body, len(rides)
 
 
 def predict_body(body: bytes, model: LoadedModel, max_batch: int,
-                 sink: PredictionSink | None = None) -> tuple[dict[str, t.Any], int]:
+                 sink: PredictionSink | None = None,
+                 warned: list[str] | None = None) -> tuple[dict[str, t.Any], int]:
     """``predict_payload`` on a raw JSON body."""
-    return predict_payload(parse_json(body), model, max_batch, sink)
+    return predict_payload(parse_json(body), model, max_batch, sink, warned)
 
 
 def model_card(model: LoadedModel) -> dict[str, t.Any]:
@@ -58,7 +81,7 @@ def model_card(model: LoadedModel) -> dict[str, t.Any]:
         "version": model.version,
         "source": model.source,
         "sha256": info.get("sha256"),
-        "features": meta.get("features", ["PU_DO", *model.step.numeric]),
+        "features": meta.get("features", [*model.step.categorical, *model.step.numeric]),
         "feature_step": model.step.to_dict(),
         "n_features": len(getattr(model.dv, "feature_names_", []) or []),
         "regressor": type(model.regressor).__name__,
@@ -67,6 +90,7 @@ def model_card(model: LoadedModel) -> dict[str, t.Any]:
         "train_data": meta.get("train_data"),
         "valid_data": meta.get("valid_data"),
         "metrics": meta.get("metrics"),
+        "plausibility": meta.get("plausibility"),
         "sklearn_version": info.get("sklearn_version"),
         "trained_sklearn_version": info.get("trained_sklearn_version"),
     }

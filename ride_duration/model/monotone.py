@@ -1,0 +1,431 @@
+"""The monotone ride-duration model: minutes never decrease with ``trip_distance``.
+
+For a ride from zone ``p`` to zone ``d`` over ``x`` miles (``0 < x``, clipped at ``max_miles``)::
+
+    minutes = a[p] + a[d] + a[p_d] + min(exp(l[p] + l[d] + l[p_d]), max_scale) * g(x)
+
+``g`` is one non-decreasing piecewise-linear curve (``np.interp`` over ``knots_x``/``knots_y``),
+learned by isotonic regression; ``a`` are additive zone effects and ``l`` log-scales (how
+slow a zone or pair is), each shrunk towards 0 (ridge), so a pair never seen in training gets
+its two zones' effects. Every zone pair's curve is therefore a positive multiple of ``g``
+plus a constant: non-decreasing by construction, and ``max_scale`` is set so that no
+0.5-mile step of any curve exceeds ``MAX_STEP_MINUTES``. A distance of 0 (not recorded)
+has its own additive model ``u`` fitted on the training rides of distance 0.
+
+The regressor reads the ``DictVectorizer`` matrix of feature step ``monotone-v3``
+(``PU_DO=…``, ``PU=…``, ``DO=…`` one-hots and ``trip_distance``). Its state is numpy arrays,
+floats and a tuple of strings (no code objects), so it can be serialized without pickle.
+This module imports only numpy (scikit-learn inside :meth:`MonotoneDuration.fit`); the
+logged MLflow model carries a copy of it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import typing as t
+from operator import itemgetter
+
+import numpy as np
+
+from ..features import (
+    CATEGORICAL,
+    DROPOFF,
+    MAX_PLAUSIBLE_MILES,
+    NUMERICAL,
+    PICKUP,
+    distance_warning,
+    distance_warnings,
+    far_bound,
+    plausible,
+)
+
+MAX_STEP_MINUTES = 3.0
+"""No zone pair's curve may rise more than this between two distances ``STEP_MILES`` apart."""
+STEP_MILES = 0.5
+GROUPS = (PICKUP, DROPOFF, CATEGORICAL)
+ZONE_KEY_BASE = 1 << 20
+"""Integer key of a zone pair in the batch path: ``PU * ZONE_KEY_BASE + DO`` (as the linear fast path)."""
+
+
+class MonotoneDuration:
+    """Regressor on a ``monotone-v3`` ``DictVectorizer`` matrix (see the module docstring).
+
+    Hyper-parameters: ridge penalties of the additive effects (``offset_penalty``) and the
+    log-scales (``scale_penalty``), per group ``PU``, ``DO``, ``PU_DO``; ``train_max_mph``
+    (training also leaves out plausible rides faster than this: timing errors that pull the
+    curves down), ``iterations`` of backfitting, ``knot_miles`` (spacing of ``g``'s knots).
+    """
+
+    def __init__(self, feature_names: t.Sequence[str] = (), max_miles: float = MAX_PLAUSIBLE_MILES,
+                 offset_penalty: tuple[float, float, float] = (10.0, 10.0, 10.0),
+                 scale_penalty: tuple[float, float, float] = (10.0, 10.0, 30.0),
+                 train_max_mph: float = 35.0, iterations: int = 20, knot_miles: float = 0.1,
+                 smooth_fraction: float = 0.2, separator: str = "=") -> None:
+        self.feature_names = tuple(feature_names)
+        self.max_miles = float(max_miles)
+        self.offset_penalty = tuple(offset_penalty)
+        self.scale_penalty = tuple(scale_penalty)
+        self.train_max_mph = float(train_max_mph)
+        self.iterations = int(iterations)
+        self.knot_miles = float(knot_miles)
+        self.smooth_fraction = float(smooth_fraction)
+        self.separator = separator
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "knots_x_")
+
+    def get_params(self, deep: bool = True) -> dict[str, t.Any]:
+        return {k: getattr(self, k) for k in ("feature_names", "max_miles", "offset_penalty", "scale_penalty",
+                                               "train_max_mph", "iterations", "knot_miles", "smooth_fraction",
+                                               "separator")}
+
+    # ---- columns --------------------------------------------------------------------------
+    def group_columns(self) -> dict[str, np.ndarray]:
+        """Column indices of each one-hot group (``PU``, ``DO``, ``PU_DO``)."""
+        out = {}
+        for group in GROUPS:
+            prefix = group + self.separator
+            out[group] = np.asarray([i for i, n in enumerate(self.feature_names) if n.startswith(prefix)], dtype=int)
+        return out
+
+    def distance_column(self) -> int:
+        try:
+            return self.feature_names.index(NUMERICAL)
+        except ValueError:
+            raise ValueError(f"the vectorizer has no {NUMERICAL} column") from None
+
+    # ---- fitting --------------------------------------------------------------------------
+    def fit(self, x: t.Any, y: t.Any) -> MonotoneDuration:
+        """Fit on a ``monotone-v3`` matrix ``x`` and minutes ``y`` (all 1–60 minute rides).
+
+        Rides with distance 0 train the unknown-distance model; plausible rides
+        (:func:`ride_duration.features.plausible`) under ``train_max_mph`` train the curves;
+        the rest are left out.
+        """
+        from scipy import sparse
+        from sklearn.isotonic import IsotonicRegression
+
+        x = sparse.csr_matrix(x)
+        y = np.asarray(y, dtype=float)
+        n_features = x.shape[1]
+        di = self.distance_column()
+        dist = x[:, di].toarray().ravel()
+        columns = self.group_columns()
+        rows = {g: hot_column(x, cols) for g, cols in columns.items()}
+        speed_ok = dist / np.maximum(y / 60.0, 1e-9) < self.train_max_mph
+        zoned = np.logical_and.reduce([rows[g] >= 0 for g in GROUPS])
+        main = plausible(dist, y) & speed_ok & zoned
+        zero = (dist <= 0) & zoned
+
+        # curves: backfitting of g (isotonic) and the per-group offsets and log-scales
+        xm, ym = np.minimum(dist[main], self.max_miles), y[main]
+        idx = [rows[g][main] for g in GROUPS]
+        a_cols = [np.zeros(n_features) for _ in GROUPS]
+        l_cols = [np.zeros(n_features) for _ in GROUPS]
+        iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, increasing=True)
+        knots_x = np.unique(np.concatenate([np.arange(0.0, self.max_miles, self.knot_miles), [self.max_miles]]))
+        knots_y, max_scale = np.zeros_like(knots_x), 3.0
+        gx = np.zeros_like(xm)
+
+        def scales() -> np.ndarray:
+            return np.minimum(np.exp(sum(lc[i] for lc, i in zip(l_cols, idx, strict=True))), max_scale)
+
+        for _ in range(self.iterations):
+            a = sum(ac[i] for ac, i in zip(a_cols, idx, strict=True))
+            s = scales()
+            iso.fit(xm, (ym - a) / s, sample_weight=s * s)
+            knots_y = smooth(knots_x, iso.predict(knots_x), self.smooth_fraction)
+            max_scale = MAX_STEP_MINUTES / max(max_window_rise(knots_x, knots_y, STEP_MILES), 1e-9)
+            gx = np.interp(xm, knots_x, knots_y)
+            for k in range(len(GROUPS)):
+                a = sum(ac[i] for ac, i in zip(a_cols, idx, strict=True))
+                s = scales()
+                r = ym - a - s * gx
+                a_cols[k] += np.bincount(idx[k], r, n_features) / (
+                    np.bincount(idx[k], None, n_features) + self.offset_penalty[k])
+                a = sum(ac[i] for ac, i in zip(a_cols, idx, strict=True))
+                r, j = ym - a - s * gx, np.where(s < max_scale, s * gx, 0.0)
+                l_cols[k] += (np.bincount(idx[k], r * j, n_features) - self.scale_penalty[k] * l_cols[k]) / (
+                    np.bincount(idx[k], j * j, n_features) + self.scale_penalty[k])
+                np.clip(l_cols[k], -2.0, 2.0, out=l_cols[k])
+        self.knots_x_, self.knots_y_, self.max_scale_ = knots_x, knots_y, float(max_scale)
+        self.offset_ = sum(a_cols)
+        self.log_scale_ = sum(l_cols)
+        self.offset_[di] = self.log_scale_[di] = 0.0
+
+        # distance 0: additive effects only (minutes of a ride of unknown length)
+        yz = y[zero]
+        self.unknown_intercept_ = float(yz.mean()) if len(yz) else float(y.mean())
+        u_cols = [np.zeros(n_features) for _ in GROUPS]
+        zidx = [rows[g][zero] for g in GROUPS]
+        for _ in range(self.iterations if len(yz) else 0):
+            for k in range(len(GROUPS)):
+                r = yz - self.unknown_intercept_ - sum(uc[i] for uc, i in zip(u_cols, zidx, strict=True))
+                u_cols[k] += np.bincount(zidx[k], r, n_features) / (
+                    np.bincount(zidx[k], None, n_features) + self.offset_penalty[k])
+        self.unknown_offset_ = sum(u_cols)
+        self.unknown_offset_[di] = 0.0
+
+        # "far beyond what this pair has seen": per PU_DO column, from the plausible rides
+        longest = np.zeros(n_features)
+        seen = plausible(dist, y) & (rows[CATEGORICAL] >= 0)
+        np.maximum.at(longest, rows[CATEGORICAL][seen], dist[seen])
+        self.far_miles_ = np.full(n_features, np.inf)
+        has = longest > 0
+        self.far_miles_[has] = far_bound(longest[has])
+        self.n_train_rides_ = {"curves": int(main.sum()), "distance_zero": int(zero.sum()), "all": len(y)}
+        return self
+
+    # ---- prediction -----------------------------------------------------------------------
+    def predict(self, x: t.Any) -> np.ndarray:
+        """Minutes for each row of a ``monotone-v3`` matrix."""
+        from scipy import sparse
+
+        x = sparse.csr_matrix(x)
+        dist = x[:, self.distance_column()].toarray().ravel()
+        scale = np.minimum(np.exp(x @ self.log_scale_), self.max_scale_)
+        known = x @ self.offset_ + scale * np.interp(np.minimum(dist, self.max_miles), self.knots_x_, self.knots_y_)
+        unknown = x @ self.unknown_offset_ + self.unknown_intercept_
+        return np.where(dist > 0, known, unknown)
+
+    def summary(self) -> dict[str, t.Any]:
+        """What metadata records about the fit."""
+        return {"knots": len(self.knots_x_), "max_scale": float(self.max_scale_),
+                "max_step_minutes": MAX_STEP_MINUTES, "step_miles": STEP_MILES,
+                "train_rides": dict(self.n_train_rides_)}
+
+
+def hot_column(x: t.Any, cols: np.ndarray) -> np.ndarray:
+    """Per row, the index (into the full matrix) of its one hot column among ``cols``, or -1."""
+    sub = x[:, cols].tocsr()
+    out = np.full(x.shape[0], -1, dtype=np.int64)
+    has = np.diff(sub.indptr) > 0
+    out[has] = cols[sub.indices[sub.indptr[:-1][has]]]
+    return out
+
+
+def smooth(knots_x: np.ndarray, values: np.ndarray, fraction: float) -> np.ndarray:
+    """Moving average of a non-decreasing curve over ``[x - w, x + w]``, ``w = max(0.25, fraction * x)``
+    (clipped to the knots' range): both window ends grow with ``x``, so the average stays
+    non-decreasing, and the sparse tail's isotonic jumps become ramps."""
+    values = np.maximum.accumulate(np.asarray(values, dtype=float))
+    if fraction <= 0:
+        return values
+    width = np.maximum(0.25, fraction * knots_x)
+    lo = np.maximum(knots_x - width, knots_x[0])
+    hi = np.minimum(knots_x + width, knots_x[-1])
+    area = np.concatenate([[0.0], np.cumsum(np.diff(knots_x) * (values[1:] + values[:-1]) / 2)])
+
+    def integral(x: np.ndarray) -> np.ndarray:  # exact for the piecewise-linear curve up to O(knot spacing)
+        return np.interp(x, knots_x, area)
+
+    out = (integral(hi) - integral(lo)) / np.maximum(hi - lo, 1e-12)
+    return np.maximum.accumulate(out)
+
+
+def max_window_rise(knots_x: np.ndarray, knots_y: np.ndarray, width: float) -> float:
+    """``max over x of g(x + width) - g(x)`` for the non-decreasing piecewise-linear ``g`` (exact:
+    the maximum has a window end on a knot)."""
+    starts = np.concatenate([knots_x, knots_x - width])
+    starts = starts[(starts >= knots_x[0]) & (starts + width <= knots_x[-1])]
+    rise = np.interp(starts + width, knots_x, knots_y) - np.interp(starts, knots_x, knots_y)
+    return float(rise.max()) if len(rise) else 0.0
+
+
+class CompiledMonotone:
+    """The fast path of a :class:`MonotoneDuration`: dictionaries per zone pair and zone.
+
+    One ride is a dictionary lookup, a bisection over the knots and a multiply-add (pure
+    Python, no numpy call); a batch is a few ``np.searchsorted`` over sorted integer keys.
+    It also says which rides get a plausibility warning (the zone pairs' bounds travel with it).
+    """
+
+    def __init__(self, feature_names: t.Sequence[str], model: MonotoneDuration, separator: str = "=") -> None:
+        names = list(feature_names)
+        self.max_miles = model.max_miles
+        self.max_scale = float(model.max_scale_)
+        self.knots_x = [float(v) for v in model.knots_x_]
+        self.knots_y = [float(v) for v in model.knots_y_]
+        self._kx, self._ky = np.asarray(self.knots_x), np.asarray(self.knots_y)
+        zones: dict[str, dict[int, tuple[float, float, float]]] = {PICKUP: {}, DROPOFF: {}}
+        pair_cols: dict[tuple[int, int], int] = {}
+        off, logs, unk = model.offset_.tolist(), model.log_scale_.tolist(), model.unknown_offset_.tolist()
+        for i, name in enumerate(names):
+            group, sep, value = name.partition(separator)
+            if not sep:
+                continue
+            if group in zones and value.isdigit() and str(int(value)) == value:
+                zones[group][int(value)] = (off[i], logs[i], unk[i])
+            elif group == CATEGORICAL:
+                pu, s2, do = value.partition("_")
+                if s2 and pu.isdigit() and do.isdigit() and str(int(pu)) == pu and str(int(do)) == do \
+                        and int(pu) < ZONE_KEY_BASE and int(do) < ZONE_KEY_BASE:
+                    pair_cols[(int(pu), int(do))] = i
+        self.pickup, self.dropoff = zones[PICKUP], zones[DROPOFF]
+        self.unknown_intercept = float(model.unknown_intercept_)
+        far = model.far_miles_.tolist()
+        # per known pair: (offset, scale, unknown-distance minutes, far bound), all zone effects folded in
+        self.pairs: dict[tuple[int, int], tuple[float, float, float, float]] = {}
+        for (pu, do), i in pair_cols.items():
+            a, log_scale, u = self.zone_parts(pu, do)
+            self.pairs[(pu, do)] = (a + off[i], min(math.exp(log_scale + logs[i]), self.max_scale),
+                                    u + unk[i], far[i])
+        keys = sorted(pu * ZONE_KEY_BASE + do for pu, do in self.pairs)
+        rows = [self.pairs[(k // ZONE_KEY_BASE, k % ZONE_KEY_BASE)] for k in keys]
+        self.pair_keys = np.asarray(keys, dtype=np.int64)
+        table = np.asarray(rows, dtype=float).reshape(-1, 4)
+        self.pair_offset, self.pair_scale, self.pair_unknown, self.pair_far = (np.ascontiguousarray(c) for c in table.T)
+        self.min_far = float(self.pair_far.min()) if len(keys) else math.inf
+        # dense per-zone tables (index = zone ID; IDs beyond the table have no effect)
+        self.pu_table, self.do_table = dense(self.pickup), dense(self.dropoff)
+
+    @staticmethod
+    def index(table: t.Mapping[int, tuple[float, ...]]) -> tuple[np.ndarray, np.ndarray]:
+        keys = np.asarray(sorted(table), dtype=np.int64)
+        values = np.asarray([table[k] for k in keys.tolist()], dtype=float)
+        return keys, values
+
+    def zone_parts(self, pu: int, do: int) -> tuple[float, float, float]:
+        """Offset, log-scale and unknown-distance offset of a pair from its two zones alone."""
+        pa, pl, pz = self.pickup.get(pu, (0.0, 0.0, 0.0))
+        da, dl, dz = self.dropoff.get(do, (0.0, 0.0, 0.0))
+        return pa + da, pl + dl, self.unknown_intercept + pz + dz
+
+    def curve(self, x: float) -> float:
+        kx, ky = self.knots_x, self.knots_y
+        if x >= kx[-1]:
+            return ky[-1]
+        if x <= kx[0]:
+            return ky[0]
+        j = bisect.bisect_right(kx, x)
+        x0, x1 = kx[j - 1], kx[j]
+        return ky[j - 1] + (ky[j] - ky[j - 1]) * ((x - x0) / (x1 - x0))
+
+    def lookup(self, pu: int, do: int) -> tuple[float, float, float, float]:
+        hit = self.pairs.get((pu, do))
+        if hit is not None:
+            return hit
+        a, log_scale, u = self.zone_parts(pu, do)
+        return a, min(math.exp(log_scale), self.max_scale), u, math.inf
+
+    def predict_one(self, ride: t.Mapping[str, t.Any]) -> float:
+        a, s, u, _ = self.lookup(int(ride["PULocationID"]), int(ride["DOLocationID"]))
+        d = float(ride["trip_distance"])
+        if d <= 0:
+            return u
+        return a + s * self.curve(min(d, self.max_miles))
+
+    def zone_columns(self, table: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """Rows of a dense zone table for integer ``ids`` (zeros for IDs it does not have)."""
+        inside = ids < len(table)
+        return np.where(inside[:, None], table[np.where(inside, ids, 0)], 0.0)
+
+    def arrays(self, rides: t.Sequence[t.Mapping[str, t.Any]]) -> tuple[np.ndarray, ...] | None:
+        """``(PU, DO, distance, pair row, hit)`` for a batch, or None if a zone is not an integer key."""
+        n = len(rides)
+        try:
+            pu = np.fromiter(map(itemgetter("PULocationID"), rides), float, n)
+            do = np.fromiter(map(itemgetter("DOLocationID"), rides), float, n)
+            dist = np.fromiter(map(itemgetter("trip_distance"), rides), float, n)
+        except (TypeError, ValueError, OverflowError):
+            return None
+        pu_i, do_i = pu.astype(np.int64), do.astype(np.int64)
+        if not (len(self.pair_keys) and (pu_i == pu).all() and (do_i == do).all() and pu_i.min() >= 0
+                and do_i.min() >= 0 and pu_i.max() < ZONE_KEY_BASE and do_i.max() < ZONE_KEY_BASE):
+            return None
+        key = pu_i * ZONE_KEY_BASE + do_i
+        at = np.searchsorted(self.pair_keys, key)
+        np.minimum(at, len(self.pair_keys) - 1, out=at)
+        return pu_i, do_i, dist, at, self.pair_keys[at] == key
+
+    def predict(self, rides: t.Sequence[t.Mapping[str, t.Any]]) -> np.ndarray:
+        cols = self.arrays(rides)
+        if cols is None:
+            return np.asarray([self.predict_one(r) for r in rides], dtype=float)
+        return self.predict_arrays(*cols)
+
+    def predict_with_warnings(self, rides: t.Sequence[t.Mapping[str, t.Any]]
+                              ) -> tuple[np.ndarray, list[tuple[int, str]]]:
+        """:meth:`predict` and :meth:`warnings` of a batch with one set of lookups."""
+        cols = self.arrays(rides)
+        if cols is None:
+            return np.asarray([self.predict_one(r) for r in rides], dtype=float), self.warnings(rides)
+        _, _, dist, at, hit = cols
+        return self.predict_arrays(*cols), distance_warnings(dist, np.where(hit, self.pair_far[at], np.inf))
+
+    def predict_arrays(self, pu: np.ndarray, do: np.ndarray, dist: np.ndarray, at: np.ndarray,
+                       hit: np.ndarray) -> np.ndarray:
+        offset, scale = self.pair_offset[at], self.pair_scale[at]
+        if not hit.all():
+            miss = ~hit
+            zp, zd = self.zone_columns(self.pu_table, pu[miss]), self.zone_columns(self.do_table, do[miss])
+            offset[miss] = zp[:, 0] + zd[:, 0]
+            scale[miss] = np.minimum(np.exp(zp[:, 1] + zd[:, 1]), self.max_scale)
+        out = offset + scale * np.interp(np.minimum(dist, self.max_miles), self._kx, self._ky)
+        zero = dist <= 0
+        if zero.any():
+            unknown = self.pair_unknown[at[zero]]
+            miss = ~hit[zero]
+            if miss.any():
+                zp = self.zone_columns(self.pu_table, pu[zero][miss])
+                zd = self.zone_columns(self.do_table, do[zero][miss])
+                unknown[miss] = self.unknown_intercept + zp[:, 2] + zd[:, 2]
+            out[zero] = unknown
+        return out
+
+    def far(self, ride: t.Mapping[str, t.Any]) -> float:
+        hit = self.pairs.get((int(ride["PULocationID"]), int(ride["DOLocationID"])))
+        return math.inf if hit is None else hit[3]
+
+    def warnings(self, rides: t.Sequence[t.Mapping[str, t.Any]]) -> list[tuple[int, str]]:
+        """``(index, code)`` of the rides with an implausible distance (see ``features.distance_warning``).
+
+        Only a ride longer than the smallest zone-pair bound needs its pair's bound looked up.
+        """
+        out = []
+        min_far = self.min_far
+        if len(rides) < 64:
+            for i, ride in enumerate(rides):
+                d = ride["trip_distance"]
+                if 0 < d <= min_far:
+                    continue
+                code = distance_warning(float(d), self.far(ride))
+                if code is not None:
+                    out.append((i, code))
+            return out
+        dist = np.fromiter(map(itemgetter("trip_distance"), rides), float, len(rides))
+        for i in np.flatnonzero((dist <= 0) | (dist > min_far)).tolist():
+            code = distance_warning(float(dist[i]), self.far(rides[i]))
+            if code is not None:
+                out.append((i, code))
+        return out
+
+
+def dense(zones: t.Mapping[int, tuple[float, float, float]]) -> np.ndarray:
+    """``zones`` as a table indexed by zone ID (zero rows for the IDs it lacks)."""
+    table = np.zeros((max(zones, default=-1) + 1, 3))
+    for zone, row in zones.items():
+        table[zone] = row
+    return table
+
+
+def lookup_rows(keys: np.ndarray, table: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Rows of ``table`` for ``wanted`` keys (NaN rows where a key is absent)."""
+    out = np.full((len(wanted), table.shape[1] if table.ndim == 2 else 1), np.nan)
+    if not len(keys):
+        return out
+    at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    hit = keys[at] == wanted
+    out[hit] = table[at[hit]]
+    return out
+
+
+def compile_monotone(dv: t.Any, regressor: t.Any) -> CompiledMonotone | None:
+    """The fast form of a fitted ``(DictVectorizer, MonotoneDuration)`` pair, or None for other models."""
+    if not isinstance(regressor, MonotoneDuration) or not regressor.__sklearn_is_fitted__():
+        return None
+    names = list(getattr(dv, "feature_names_", []))
+    if tuple(names) != regressor.feature_names:
+        return None
+    return CompiledMonotone(names, regressor, getattr(dv, "separator", "="))
