@@ -43,6 +43,8 @@ from ..features import (
 MAX_STEP_MINUTES = 3.0
 """No zone pair's curve may rise more than this between two distances ``STEP_MILES`` apart."""
 STEP_MILES = 0.5
+STEP_MARGIN = 1e-6
+"""``max_scale`` aims at ``MAX_STEP_MINUTES * (1 - STEP_MARGIN)``, so rounding never tips a step over."""
 GROUPS = (PICKUP, DROPOFF, CATEGORICAL)
 ZONE_KEY_BASE = 1 << 20
 """Integer key of a zone pair in the batch path: ``PU * ZONE_KEY_BASE + DO`` (as the linear fast path)."""
@@ -136,7 +138,7 @@ class MonotoneDuration:
             s = scales()
             iso.fit(xm, (ym - a) / s, sample_weight=s * s)
             knots_y = smooth(knots_x, iso.predict(knots_x), self.smooth_fraction)
-            max_scale = MAX_STEP_MINUTES / max(max_window_rise(knots_x, knots_y, STEP_MILES), 1e-9)
+            max_scale = MAX_STEP_MINUTES * (1 - STEP_MARGIN) / max(max_window_rise(knots_x, knots_y, STEP_MILES), 1e-9)
             gx = np.interp(xm, knots_x, knots_y)
             for k in range(len(GROUPS)):
                 a = sum(ac[i] for ac, i in zip(a_cols, idx, strict=True))
