@@ -9,7 +9,9 @@ learned by isotonic regression; ``a`` are additive zone effects and ``l`` log-sc
 slow a zone or pair is), each shrunk towards 0 (ridge), so a pair never seen in training gets
 its two zones' effects. Every zone pair's curve is therefore a positive multiple of ``g``
 plus a constant: non-decreasing by construction, and ``max_scale`` is set so that no
-0.5-mile step of any curve exceeds ``MAX_STEP_MINUTES``. A distance of 0 (not recorded)
+0.5-mile step of any curve exceeds ``MAX_STEP_MINUTES``. Answers are floored at
+``MIN_MINUTES`` (a zone pair with a large negative effect would otherwise go below zero for
+the shortest distances; a floor keeps every curve non-decreasing). A distance of 0 (not recorded)
 has its own additive model ``u`` fitted on the training rides of distance 0.
 
 The regressor reads the ``DictVectorizer`` matrix of feature step ``monotone-v3``
@@ -45,6 +47,8 @@ MAX_STEP_MINUTES = 3.0
 STEP_MILES = 0.5
 STEP_MARGIN = 1e-6
 """``max_scale`` aims at ``MAX_STEP_MINUTES * (1 - STEP_MARGIN)``, so rounding never tips a step over."""
+MIN_MINUTES = 1.0
+"""No answer is shorter than the shortest ride training keeps (a floor keeps the curves monotone)."""
 GROUPS = (PICKUP, DROPOFF, CATEGORICAL)
 ZONE_KEY_BASE = 1 << 20
 """Integer key of a zone pair in the batch path: ``PU * ZONE_KEY_BASE + DO`` (as the linear fast path)."""
@@ -189,7 +193,7 @@ class MonotoneDuration:
         scale = np.minimum(np.exp(x @ self.log_scale_), self.max_scale_)
         known = x @ self.offset_ + scale * np.interp(np.minimum(dist, self.max_miles), self.knots_x_, self.knots_y_)
         unknown = x @ self.unknown_offset_ + self.unknown_intercept_
-        return np.where(dist > 0, known, unknown)
+        return np.maximum(np.where(dist > 0, known, unknown), MIN_MINUTES)
 
     def summary(self) -> dict[str, t.Any]:
         """What metadata records about the fit."""
@@ -315,8 +319,8 @@ class CompiledMonotone:
         a, s, u, _ = self.lookup(int(ride["PULocationID"]), int(ride["DOLocationID"]))
         d = float(ride["trip_distance"])
         if d <= 0:
-            return u
-        return a + s * self.curve(min(d, self.max_miles))
+            return max(u, MIN_MINUTES)
+        return max(a + s * self.curve(min(d, self.max_miles)), MIN_MINUTES)
 
     def zone_columns(self, table: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """Rows of a dense zone table for integer ``ids`` (zeros for IDs it does not have)."""
@@ -374,7 +378,7 @@ class CompiledMonotone:
                 zd = self.zone_columns(self.do_table, do[zero][miss])
                 unknown[miss] = self.unknown_intercept + zp[:, 2] + zd[:, 2]
             out[zero] = unknown
-        return out
+        return np.maximum(out, MIN_MINUTES, out=out)
 
     def far(self, ride: t.Mapping[str, t.Any]) -> float:
         hit = self.pairs.get((int(ride["PULocationID"]), int(ride["DOLocationID"])))
