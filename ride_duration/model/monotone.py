@@ -17,7 +17,8 @@ has its own additive model ``u`` fitted on the training rides of distance 0.
 The regressor reads the ``DictVectorizer`` matrix of feature step ``monotone-v3``
 (``PU_DO=…``, ``PU=…``, ``DO=…`` one-hots and ``trip_distance``). Its state is numpy arrays,
 floats and a tuple of strings (no code objects), so it can be serialized without pickle.
-This module imports only numpy (scikit-learn inside :meth:`MonotoneDuration.fit`); the
+It is a scikit-learn estimator (``BaseEstimator``, so a ``Pipeline`` can hold it); this module
+imports numpy and ``sklearn.base`` (scipy and ``sklearn.isotonic`` inside the methods). The
 logged MLflow model carries a copy of it.
 """
 
@@ -29,6 +30,7 @@ import typing as t
 from operator import itemgetter
 
 import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin
 
 from ..features import (
     CATEGORICAL,
@@ -54,7 +56,7 @@ ZONE_KEY_BASE = 1 << 20
 """Integer key of a zone pair in the batch path: ``PU * ZONE_KEY_BASE + DO`` (as the linear fast path)."""
 
 
-class MonotoneDuration:
+class MonotoneDuration(RegressorMixin, BaseEstimator):
     """Regressor on a ``monotone-v3`` ``DictVectorizer`` matrix (see the module docstring).
 
     Hyper-parameters: ridge penalties of the additive effects (``offset_penalty``) and the
@@ -80,11 +82,6 @@ class MonotoneDuration:
 
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "knots_x_")
-
-    def get_params(self, deep: bool = True) -> dict[str, t.Any]:
-        return {k: getattr(self, k) for k in ("feature_names", "max_miles", "offset_penalty", "scale_penalty",
-                                               "train_max_mph", "iterations", "knot_miles", "smooth_fraction",
-                                               "separator")}
 
     # ---- columns --------------------------------------------------------------------------
     def group_columns(self) -> dict[str, np.ndarray]:
