@@ -52,8 +52,8 @@ STEP_MARGIN = 1e-6
 MIN_MINUTES = 1.0
 """No answer is shorter than the shortest ride training keeps (a floor keeps the curves monotone)."""
 GROUPS = (PICKUP, DROPOFF, CATEGORICAL)
-ZONE_KEY_BASE = 1 << 20
-"""Integer key of a zone pair in the batch path: ``PU * ZONE_KEY_BASE + DO`` (as the linear fast path)."""
+MAX_DENSE_CELLS = 4_000_000
+"""Largest ``[PU, DO]`` table the batch path builds (TLC zones 1–265: 71,824 cells, 2.3 MB for four)."""
 
 
 class MonotoneDuration(RegressorMixin, BaseEstimator):
@@ -240,7 +240,7 @@ class CompiledMonotone:
     """The fast path of a :class:`MonotoneDuration`: dictionaries per zone pair and zone.
 
     One ride is a dictionary lookup, a bisection over the knots and a multiply-add (pure
-    Python, no numpy call); a batch is a few ``np.searchsorted`` over sorted integer keys.
+    Python, no numpy call); a batch is one index into dense ``[PU, DO]`` tables and ``np.interp``.
     It also says which rides get a plausibility warning (the zone pairs' bounds travel with it).
     """
 
@@ -262,8 +262,7 @@ class CompiledMonotone:
                 zones[group][int(value)] = (off[i], logs[i], unk[i])
             elif group == CATEGORICAL:
                 pu, s2, do = value.partition("_")
-                if s2 and pu.isdigit() and do.isdigit() and str(int(pu)) == pu and str(int(do)) == do \
-                        and int(pu) < ZONE_KEY_BASE and int(do) < ZONE_KEY_BASE:
+                if s2 and pu.isdigit() and do.isdigit() and str(int(pu)) == pu and str(int(do)) == do:
                     pair_cols[(int(pu), int(do))] = i
         self.pickup, self.dropoff = zones[PICKUP], zones[DROPOFF]
         self.unknown_intercept = float(model.unknown_intercept_)
@@ -274,20 +273,28 @@ class CompiledMonotone:
             a, log_scale, u = self.zone_parts(pu, do)
             self.pairs[(pu, do)] = (a + off[i], min(math.exp(log_scale + logs[i]), self.max_scale),
                                     u + unk[i], far[i])
-        keys = sorted(pu * ZONE_KEY_BASE + do for pu, do in self.pairs)
-        rows = [self.pairs[(k // ZONE_KEY_BASE, k % ZONE_KEY_BASE)] for k in keys]
-        self.pair_keys = np.asarray(keys, dtype=np.int64)
-        table = np.asarray(rows, dtype=float).reshape(-1, 4)
-        self.pair_offset, self.pair_scale, self.pair_unknown, self.pair_far = (np.ascontiguousarray(c) for c in table.T)
-        self.min_far = float(self.pair_far.min()) if len(keys) else math.inf
-        # dense per-zone tables (index = zone ID; IDs beyond the table have no effect)
-        self.pu_table, self.do_table = dense(self.pickup), dense(self.dropoff)
+        self.min_far = min((v[3] for v in self.pairs.values()), default=math.inf)
+        self.tables = self.pair_tables() if self.pickup or self.dropoff else None
 
-    @staticmethod
-    def index(table: t.Mapping[int, tuple[float, ...]]) -> tuple[np.ndarray, np.ndarray]:
-        keys = np.asarray(sorted(table), dtype=np.int64)
-        values = np.asarray([table[k] for k in keys.tolist()], dtype=float)
-        return keys, values
+    def pair_tables(self) -> tuple[np.ndarray, ...] | None:
+        """Dense ``[PU, DO]`` tables of offset, scale, unknown-distance minutes and far bound for every
+        zone combination (trained pairs and, for the rest, their zones' effects). The last row and
+        column stand for every zone ID beyond the table. None when the zone IDs are too large for it."""
+        n_pu = max(max(self.pickup, default=0), max((p for p, _ in self.pairs), default=0)) + 2
+        n_do = max(max(self.dropoff, default=0), max((d for _, d in self.pairs), default=0)) + 2
+        if n_pu * n_do > MAX_DENSE_CELLS:
+            return None
+        pu, do = dense(self.pickup, n_pu), dense(self.dropoff, n_do)
+        offset = pu[:, 0, None] + do[None, :, 0]
+        scale = np.minimum(np.exp(pu[:, 1, None] + do[None, :, 1]), self.max_scale)
+        unknown = self.unknown_intercept + pu[:, 2, None] + do[None, :, 2]
+        far = np.full((n_pu, n_do), np.inf)
+        if self.pairs:
+            rows = np.asarray(list(self.pairs), dtype=np.int64)
+            values = np.asarray(list(self.pairs.values()), dtype=float)
+            for table, column in zip((offset, scale, unknown, far), values.T, strict=True):
+                table[rows[:, 0], rows[:, 1]] = column
+        return tuple(np.ascontiguousarray(x).ravel() for x in (offset, scale, unknown, far)) + (n_pu, n_do)
 
     def zone_parts(self, pu: int, do: int) -> tuple[float, float, float]:
         """Offset, log-scale and unknown-distance offset of a pair from its two zones alone."""
@@ -319,13 +326,11 @@ class CompiledMonotone:
             return max(u, MIN_MINUTES)
         return max(a + s * self.curve(min(d, self.max_miles)), MIN_MINUTES)
 
-    def zone_columns(self, table: np.ndarray, ids: np.ndarray) -> np.ndarray:
-        """Rows of a dense zone table for integer ``ids`` (zeros for IDs it does not have)."""
-        inside = ids < len(table)
-        return np.where(inside[:, None], table[np.where(inside, ids, 0)], 0.0)
-
-    def arrays(self, rides: t.Sequence[t.Mapping[str, t.Any]]) -> tuple[np.ndarray, ...] | None:
-        """``(PU, DO, distance, pair row, hit)`` for a batch, or None if a zone is not an integer key."""
+    def cells(self, rides: t.Sequence[t.Mapping[str, t.Any]]) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(cell of each ride in the dense tables, distance)``, or None when the per-ride path must answer
+        (no tables, or a zone that is not a non-negative integer)."""
+        if self.tables is None:
+            return None
         n = len(rides)
         try:
             pu = np.fromiter(map(itemgetter("PULocationID"), rides), float, n)
@@ -333,48 +338,33 @@ class CompiledMonotone:
             dist = np.fromiter(map(itemgetter("trip_distance"), rides), float, n)
         except (TypeError, ValueError, OverflowError):
             return None
-        pu_i, do_i = pu.astype(np.int64), do.astype(np.int64)
-        if not (len(self.pair_keys) and (pu_i == pu).all() and (do_i == do).all() and pu_i.min() >= 0
-                and do_i.min() >= 0 and pu_i.max() < ZONE_KEY_BASE and do_i.max() < ZONE_KEY_BASE):
+        n_pu, n_do = self.tables[4], self.tables[5]
+        if not (pu.min() >= 0 and do.min() >= 0 and (np.floor(pu) == pu).all() and (np.floor(do) == do).all()):
             return None
-        key = pu_i * ZONE_KEY_BASE + do_i
-        at = np.searchsorted(self.pair_keys, key)
-        np.minimum(at, len(self.pair_keys) - 1, out=at)
-        return pu_i, do_i, dist, at, self.pair_keys[at] == key
+        cell = np.minimum(pu, n_pu - 1).astype(np.int64) * n_do + np.minimum(do, n_do - 1).astype(np.int64)
+        return cell, dist
 
     def predict(self, rides: t.Sequence[t.Mapping[str, t.Any]]) -> np.ndarray:
-        cols = self.arrays(rides)
-        if cols is None:
+        found = self.cells(rides)
+        if found is None:
             return np.asarray([self.predict_one(r) for r in rides], dtype=float)
-        return self.predict_arrays(*cols)
+        return self.predict_cells(*found)
 
     def predict_with_warnings(self, rides: t.Sequence[t.Mapping[str, t.Any]]
                               ) -> tuple[np.ndarray, list[tuple[int, str]]]:
         """:meth:`predict` and :meth:`warnings` of a batch with one set of lookups."""
-        cols = self.arrays(rides)
-        if cols is None:
+        found = self.cells(rides)
+        if found is None:
             return np.asarray([self.predict_one(r) for r in rides], dtype=float), self.warnings(rides)
-        _, _, dist, at, hit = cols
-        return self.predict_arrays(*cols), distance_warnings(dist, np.where(hit, self.pair_far[at], np.inf))
+        cell, dist = found
+        return self.predict_cells(cell, dist), distance_warnings(dist, self.tables[3][cell])  # type: ignore[index]
 
-    def predict_arrays(self, pu: np.ndarray, do: np.ndarray, dist: np.ndarray, at: np.ndarray,
-                       hit: np.ndarray) -> np.ndarray:
-        offset, scale = self.pair_offset[at], self.pair_scale[at]
-        if not hit.all():
-            miss = ~hit
-            zp, zd = self.zone_columns(self.pu_table, pu[miss]), self.zone_columns(self.do_table, do[miss])
-            offset[miss] = zp[:, 0] + zd[:, 0]
-            scale[miss] = np.minimum(np.exp(zp[:, 1] + zd[:, 1]), self.max_scale)
-        out = offset + scale * np.interp(np.minimum(dist, self.max_miles), self._kx, self._ky)
+    def predict_cells(self, cell: np.ndarray, dist: np.ndarray) -> np.ndarray:
+        offset, scale, unknown = self.tables[0], self.tables[1], self.tables[2]  # type: ignore[index]
+        out = offset[cell] + scale[cell] * np.interp(np.minimum(dist, self.max_miles), self._kx, self._ky)
         zero = dist <= 0
         if zero.any():
-            unknown = self.pair_unknown[at[zero]]
-            miss = ~hit[zero]
-            if miss.any():
-                zp = self.zone_columns(self.pu_table, pu[zero][miss])
-                zd = self.zone_columns(self.do_table, do[zero][miss])
-                unknown[miss] = self.unknown_intercept + zp[:, 2] + zd[:, 2]
-            out[zero] = unknown
+            out[zero] = unknown[cell[zero]]
         return np.maximum(out, MIN_MINUTES, out=out)
 
     def far(self, ride: t.Mapping[str, t.Any]) -> float:
@@ -405,23 +395,13 @@ class CompiledMonotone:
         return out
 
 
-def dense(zones: t.Mapping[int, tuple[float, float, float]]) -> np.ndarray:
-    """``zones`` as a table indexed by zone ID (zero rows for the IDs it lacks)."""
-    table = np.zeros((max(zones, default=-1) + 1, 3))
+def dense(zones: t.Mapping[int, tuple[float, float, float]], size: int) -> np.ndarray:
+    """``zones`` as a ``size``-row table indexed by zone ID: ``(offset, log-scale, unknown offset)``,
+    zero rows (no effect) for the IDs it lacks."""
+    table = np.zeros((size, 3))
     for zone, row in zones.items():
         table[zone] = row
     return table
-
-
-def lookup_rows(keys: np.ndarray, table: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-    """Rows of ``table`` for ``wanted`` keys (NaN rows where a key is absent)."""
-    out = np.full((len(wanted), table.shape[1] if table.ndim == 2 else 1), np.nan)
-    if not len(keys):
-        return out
-    at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
-    hit = keys[at] == wanted
-    out[hit] = table[at[hit]]
-    return out
 
 
 def compile_monotone(dv: t.Any, regressor: t.Any) -> CompiledMonotone | None:
