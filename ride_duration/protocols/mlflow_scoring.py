@@ -81,6 +81,8 @@ class MlflowPredictions(BaseModel):
     """A successful ``/invocations`` answer: one duration in minutes per row, in row order."""
 
     predictions: list[float]
+    warnings: list[dict[str, str]] | None = None
+    """Present only when a row's distance is implausible: ``{"field": "[i].trip_distance", "reason", "message"}``."""
 
 
 class MlflowError(BaseModel):

@@ -136,6 +136,8 @@ class InferenceResponse(BaseModel):
     model_version: str
     id: str | None = None
     outputs: list[ResponseOutput]
+    parameters: dict[str, str] | None = None
+    """``warnings``: JSON text of the plausibility warnings, present only when a ride has one."""
 
 
 class V2Error(BaseModel):
