@@ -182,10 +182,16 @@ class MonotoneDuration(RegressorMixin, BaseEstimator):
 
     # ---- prediction -----------------------------------------------------------------------
     def predict(self, x: t.Any) -> np.ndarray:
-        """Minutes for each row of a ``monotone-v3`` matrix."""
-        from scipy import sparse
+        """Minutes for each row of a ``monotone-v3`` matrix.
 
-        x = sparse.csr_matrix(x)
+        :raises ValueError: NaN or infinite values, or another number of columns (as scikit-learn's
+            regressors do, so ``mlflow models serve`` refuses such a row instead of answering NaN).
+        """
+        from sklearn.utils.validation import check_array
+
+        x = check_array(x, accept_sparse="csr")
+        if x.shape[1] != len(self.offset_):
+            raise ValueError(f"X has {x.shape[1]} features, but MonotoneDuration expects {len(self.offset_)}")
         dist = x[:, self.distance_column()].toarray().ravel()
         scale = np.minimum(np.exp(x @ self.log_scale_), self.max_scale_)
         known = x @ self.offset_ + scale * np.interp(np.minimum(dist, self.max_miles), self.knots_x_, self.knots_y_)
