@@ -141,7 +141,9 @@ def test_health_ready_and_model(server):
     assert ready["model_version"] == meta["version"] and ready["sklearn_version"]
     card = json.loads(http("GET", server.url + "/model")[2])
     assert card["metrics"]["valid_rmse"] == meta["metrics"]["valid_rmse"]
-    assert card["features"] == meta["features"] == ["PU_DO", "trip_distance", "distance_implausible", "distance_zero"]
+    assert card["features"] == meta["features"] == ["PU_DO", "PU", "DO", "trip_distance"]
+    assert card["metrics"]["valid_rmse_plausible"] == meta["metrics"]["valid_rmse_plausible"]
+    assert card["plausibility"] == meta["plausibility"]
     assert card["feature_step"] == meta["feature_step"] and card["regressor"] == meta["params"]["model"]
     assert card["train_data"]["rows"] == meta["train_data"]["rows"] and card["trained_at"]
 

@@ -56,7 +56,7 @@ def test_a_doctored_block_fails_against_the_live_service(service):
     wrong_number, wrong_header = docs_examples.examples_in(DOCTORED, "doctored.md")
     assert wrong_number.line == 4 and wrong_header.line == 7
     found = docs_examples.problems(wrong_number.expected, docs_examples.run(wrong_number, service))
-    assert len(found) == 1 and '"duration": 26.5' in found[0] and "34.13053603162105" in found[0]
+    assert len(found) == 1 and '"duration": 26.5' in found[0] and "54.94955046267648" in found[0]
     found = docs_examples.problems(wrong_header.expected, docs_examples.run(wrong_header, service))
     assert found == ["header Content-Type: shown 'text/html', actual 'application/json'"]
 

@@ -2,10 +2,19 @@ import numpy as np
 import pytest
 
 from ride_duration.features import (
+    BEYOND_PAIR,
     COURSE_STEP,
     FLAGGED,
+    MONOTONE,
+    OVER_MAX,
+    WARNING_REASONS,
+    ZERO_DISTANCE,
     FeatureStep,
     FeatureStepError,
+    distance_warning,
+    distance_warnings,
+    far_bound,
+    plausible,
     prepare_features,
     ride_features,
     rides_to_features,
@@ -73,7 +82,33 @@ def test_the_step_round_trips_through_its_json_form():
     ({"name": FLAGGED, "max_miles": float("inf")}, "needs a positive finite max_miles"),
     ({"name": "course-v1", "max_miles": 30}, "takes no max_miles"),
     ({"name": FLAGGED, "max_miles": 30, "extra": 1}, "must be"),
+    ({"name": MONOTONE, "max_miles": 0}, "needs a positive finite max_miles"),
 ])
 def test_bad_feature_steps_are_refused_with_the_reason(spec, problem):
     with pytest.raises(FeatureStepError, match=problem):
         FeatureStep.from_dict(spec)
+
+
+def test_monotone_step_adds_the_zones_on_their_own():
+    step = FeatureStep.from_dict({"name": MONOTONE})
+    assert step.max_miles == 60.0 and step.to_dict() == {"name": MONOTONE, "max_miles": 60.0}
+    assert step.categorical == ("PU_DO", "PU", "DO") and step.numeric == ("trip_distance",)
+    assert ride_features({"PULocationID": 7.0, "DOLocationID": 138, "trip_distance": 250}, step) == {
+        "PU_DO": "7_138", "PU": "7", "DO": "138", "trip_distance": 250.0}
+
+
+def test_plausible_rides_need_a_distance_and_a_possible_speed():
+    miles = np.array([0.0, 0.5, 60.0, 60.01, 244152.0, 10.0, 10.0])
+    minutes = np.array([18.0, 5.0, 59.0, 59.0, 3.0, 7.6, 7.4])  # 10 miles in 7.5 minutes is 80 mph
+    assert plausible(miles, minutes).tolist() == [False, True, True, False, False, True, False]
+
+
+def test_serving_warnings_for_zero_over_sixty_and_beyond_the_pair():
+    assert [distance_warning(d, 12.0) for d in (0.0, 4.0, 12.0, 12.5, 60.5)] == [
+        ZERO_DISTANCE, None, None, BEYOND_PAIR, OVER_MAX]
+    assert distance_warning(59.0) is None  # a pair without a learned bound: the global rule only
+    d = np.array([4.0, 0.0, 250.0, 30.0, 30.0])
+    assert distance_warnings(d, np.array([9.0, 9.0, 9.0, 25.0, np.inf])) == [
+        (1, ZERO_DISTANCE), (2, OVER_MAX), (3, BEYOND_PAIR)]
+    assert set(WARNING_REASONS) == {ZERO_DISTANCE, OVER_MAX, BEYOND_PAIR}
+    assert far_bound(np.array([2.0])).tolist() == [9.0]

@@ -27,6 +27,7 @@ import typing as t
 
 import numpy as np
 
+from ..features import MAX_PLAUSIBLE_MPH, plausible
 from ..schemas import MAX_TRIP_DISTANCE, MAX_ZONE, MIN_ZONE
 from . import data
 
@@ -35,7 +36,6 @@ if t.TYPE_CHECKING:
 
 MAX_MISSING_SHARE = 0.01
 MAX_OUTSIDE_API_SHARE = 0.001
-MAX_PLAUSIBLE_MPH = 80.0
 MAX_IMPLAUSIBLE_SHARE = 0.001
 MAX_MEAN_TRIP_DISTANCE = 30.0
 ZONES = ("PULocationID", "DOLocationID")
@@ -93,9 +93,13 @@ def data_quality(frame: pd.DataFrame, rides: pd.DataFrame) -> dict[str, t.Any]:
 
 
 def model_quality(rides: pd.DataFrame) -> dict[str, t.Any] | None:
-    """RMSE, MAE, bias and n on the analysed rides; None without actual durations."""
+    """RMSE, MAE, bias and n on the analysed rides, and the RMSE on the plausible ones
+    (``features.plausible``: the metric the gate promotes on); None without actual durations."""
     if not with_duration(rides) or not len(rides):
         return None
     error = rides["prediction"].to_numpy(dtype=float) - rides["actual_duration"].to_numpy(dtype=float)
+    keep = plausible(rides[DISTANCE].to_numpy(dtype=float), rides["actual_duration"].to_numpy(dtype=float))
     return {"rmse": float(np.sqrt(np.mean(error**2))), "mae": float(np.mean(np.abs(error))),
-            "bias": float(np.mean(error)), "n": int(len(error))}
+            "bias": float(np.mean(error)), "n": int(len(error)),
+            "rmse_plausible": float(np.sqrt(np.mean(error[keep] ** 2))) if keep.any() else None,
+            "n_plausible": int(keep.sum())}

@@ -52,6 +52,9 @@ def registry_for(report: dict[str, t.Any]) -> t.Any:
         gauge("mae_minutes", "Mean absolute error on the current 1-60 minute rides.").set(quality["mae"])
         gauge("bias_minutes", "Mean of predicted minus actual minutes.").set(quality["bias"])
         gauge("rides", "Rides the quality was measured on.").set(quality["n"])
+        if quality.get("rmse_plausible") is not None:
+            gauge("rmse_plausible_minutes", "RMSE on the current plausible rides (0 < distance <= 60 miles, "
+                  "under 80 mph).").set(quality["rmse_plausible"])
     value = gauge("data_quality_value", "Measured value of a data-quality rule.", ["rule"])
     failed = gauge("data_quality_failed", "1 when the data-quality rule failed.", ["rule"])
     for item in report["data_quality"]["rules"]:
@@ -114,7 +117,7 @@ def write_html(report: dict[str, t.Any], snapshot: t.Any, directory: Path) -> Pa
                   for name, r in {**report["features"], "prediction": report["prediction"]}.items()]
     quality = report.get("quality")
     reference_quality = report.get("reference_quality")
-    quality_rows = [(label, q["rmse"], q["mae"], q["bias"], q["n"])
+    quality_rows = [(label, q["rmse"], q.get("rmse_plausible"), q["mae"], q["bias"], q["n"])
                     for label, q in (("current", quality), ("reference", reference_quality)) if q]
     dq = report["data_quality"]
     dq_rows = [(r["name"], r["value"], r["threshold"], r["failed"], r["description"]) for r in dq["rules"]]
@@ -127,7 +130,8 @@ def write_html(report: dict[str, t.Any], snapshot: t.Any, directory: Path) -> Pa
         "<h2>Drift per feature</h2>",
         table("drift-table", ["column", "method", "score", "threshold", "drift"], drift_rows, lambda r: bool(r[4])),
         "<h2>Model quality (1-60 minute rides)</h2>",
-        table("quality-table", ["data", "RMSE", "MAE", "bias (pred - actual)", "rides"], quality_rows)
+        table("quality-table", ["data", "RMSE", "RMSE (plausible rides)", "MAE", "bias (pred - actual)", "rides"],
+              quality_rows)
         if quality_rows else "<p>No actual durations in the current data: quality not measured.</p>",
         f"<h2>Data quality: {'passed' if dq['passed'] else 'FAILED'}</h2>",
         table("data-quality-table", ["rule", "value", "threshold", "failed", "what"], dq_rows, lambda r: bool(r[3])),

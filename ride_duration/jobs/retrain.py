@@ -195,6 +195,8 @@ def train_and_gate(args: argparse.Namespace, train_src: str, valid_src: str, tra
         "params": {**train.model_params(train.DEFAULT_STEP, train.DEFAULT_ALPHA), "trigger": "retrain"},
         "feature_step": train.DEFAULT_STEP.to_dict(),  # the logged pipeline must apply the step fit() used
     }
+    info["metrics"] = promote.metrics(lr.predict(dv.transform(train.prepare_features(
+        valid_rides.to_dict("records"), train.DEFAULT_STEP))), valid_rides)
     if report is not None:
         info["monitor"] = {"drift_detected": report["drift_detected"],
                            "scores": {k: v["score"] for k, v in report["features"].items()},

@@ -42,6 +42,7 @@ from ..features import (
     DEFAULT_MAX_MILES,
     FITTED_STEP_ATTRIBUTE,
     FLAGGED,
+    MONOTONE,
     STEPS,
     FeatureStep,
     fitted_step,
@@ -59,7 +60,7 @@ LSQR_TOL = 1e-8
 """scikit-learn >= 1.7 stops sparse lsqr at ``tol=1e-6`` (validation RMSE 7.76 here);
 ``1e-8`` reproduces the course's scikit-learn 1.0.2 fit (7.4795 vs its 7.4796). Fully
 converged (``1e-12``) fits the training month tighter and validates worse (7.4808)."""
-DEFAULT_STEP = FeatureStep(FLAGGED, DEFAULT_MAX_MILES)
+DEFAULT_STEP = FeatureStep(MONOTONE)
 DEFAULT_ALPHA = 1.0
 """Ridge penalty of the default model; 0 means the course's ``LinearRegression`` (lsqr, tol 1e-8)."""
 RIDGE_TOL = 1e-6
@@ -74,6 +75,13 @@ def make_regressor(alpha: float) -> LinearRegression | Ridge:
 
 def model_params(step: FeatureStep, alpha: float) -> dict:
     """What ``metadata.json`` and the MLflow run record about the fit."""
+    if step.name == MONOTONE:
+        from ..model.monotone import MonotoneDuration
+
+        params = MonotoneDuration().get_params()
+        params.pop("feature_names")
+        return {"model": "MonotoneDuration", **{k: str(v) if isinstance(v, tuple) else v for k, v in params.items()},
+                "feature_step": step.name, "max_miles": step.max_miles}
     regressor = {"model": "LinearRegression", "tol": LSQR_TOL} if alpha == 0 else {
         "model": "Ridge", "alpha": alpha, "solver": "sparse_cg", "tol": RIDGE_TOL}
     return {**regressor, "feature_step": step.name, **({"max_miles": step.max_miles} if step.max_miles else {})}
@@ -86,7 +94,12 @@ def fit(train_rides, valid_rides, step: FeatureStep = DEFAULT_STEP,
     x_train = dv.fit_transform(prepare_features(train_rides.to_dict("records"), step))
     x_valid = dv.transform(prepare_features(valid_rides.to_dict("records"), step))
     setattr(dv, FITTED_STEP_ATTRIBUTE, step.to_dict())  # so write_bundle / register record the right step
-    lr = make_regressor(alpha)
+    if step.name == MONOTONE:
+        from ..model.monotone import MonotoneDuration
+
+        lr = MonotoneDuration(dv.feature_names_, max_miles=step.max_miles)
+    else:
+        lr = make_regressor(alpha)
     lr.fit(x_train, train_rides["duration"].to_numpy())
     rmse = float(root_mean_squared_error(valid_rides["duration"].to_numpy(), lr.predict(x_valid)))
     return dv, lr, rmse
@@ -105,7 +118,7 @@ def write_bundle(output_dir: Path, dv, lr, info: dict) -> dict:
         "file": "lin_reg.bin",
         "sha256": sha256,
         "format": f"pickle of (DictVectorizer, {type(lr).__name__})",
-        "features": ["PU_DO", *step.numeric],
+        "features": [*step.categorical, *step.numeric],
         "n_features": len(dv.feature_names_),
         "sklearn_version": sklearn.__version__,
         "numpy_version": np.__version__,
@@ -180,8 +193,17 @@ def run(args: argparse.Namespace) -> int:
         "params": model_params(step, args.alpha),
         "feature_step": step.to_dict(),
     }
-    log.info("validation RMSE %.4f on %d rides", rmse, len(valid_rides),
-             extra={"event": "train_validated", "valid_rmse": rmse, "valid_rows": len(valid_rides)})
+    from ..registry import promote
+
+    info["metrics"] = promote.metrics(lr.predict(dv.transform(prepare_features(
+        valid_rides.to_dict("records"), step))), valid_rides)
+    info["plausibility"] = promote.plausibility_counts(train_rides, valid_rides)
+    if hasattr(lr, "summary"):
+        info["fit"] = lr.summary()
+    log.info("validation RMSE %.4f on %d rides (1-60 min), %.4f on the %d plausible ones", rmse,
+             len(valid_rides), info["metrics"]["valid_rmse_plausible"], info["plausibility"]["valid_plausible"],
+             extra={"event": "train_validated", "valid_rmse": rmse, "valid_rows": len(valid_rides),
+                    "valid_rmse_plausible": info["metrics"]["valid_rmse_plausible"]})
     if args.gate_against is not None:
         from ..model.loading import ModelLoadError
         from ..registry import promote
@@ -193,6 +215,7 @@ def run(args: argparse.Namespace) -> int:
         info["gate"] = gate_info
         if "champion_rmse" in gate_info:
             info["metrics"]["champion_valid_rmse"] = gate_info["champion_rmse"]
+            info["metrics"]["champion_valid_rmse_plausible"] = gate_info["champion_rmse_plausible"]
         if code != EXIT_PROMOTED:
             return code
     if not args.no_bundle:

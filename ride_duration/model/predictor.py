@@ -19,7 +19,15 @@ from operator import itemgetter
 
 import numpy as np
 
-from ..features import CATEGORICAL, COURSE_STEP, FeatureStep, prepare_features
+from ..features import (
+    CATEGORICAL,
+    COURSE_STEP,
+    MAX_PLAUSIBLE_MILES,
+    FeatureStep,
+    distance_warnings,
+    prepare_features,
+)
+from .monotone import CompiledMonotone, compile_monotone
 
 VERIFY_RTOL = 1e-9
 GOLDEN_RIDES: tuple[dict[str, t.Any], ...] = (
@@ -156,10 +164,12 @@ def compile_linear(dv: t.Any, regressor: t.Any, step: FeatureStep = COURSE_STEP)
     return CompiledLinear(weights, numeric_weights[0], intercept, step, numeric_weights)
 
 
-def sample_rides(compiled: CompiledLinear, n: int = 512, seed: int = 0) -> list[dict[str, t.Any]]:
+def sample_rides(compiled: CompiledLinear | CompiledMonotone, n: int = 512,
+                 seed: int = 0) -> list[dict[str, t.Any]]:
     """Rides that exercise known and unknown zone pairs, for verification."""
     rng = random.Random(seed)  # noqa: S311 - seeded test rides, not a secret
-    keys = sorted(compiled.weights)
+    keys = sorted(compiled.weights) if isinstance(compiled, CompiledLinear) else sorted(
+        f"{pu}_{do}" for pu, do in compiled.pairs)
     rides = []
     for i in range(n):
         if keys and i % 4:
@@ -180,7 +190,7 @@ class LoadedModel:
     version: str
     source: str
     info: dict[str, t.Any]
-    fast: CompiledLinear | None = None
+    fast: CompiledLinear | CompiledMonotone | None = None
     step: FeatureStep = COURSE_STEP
 
     @classmethod
@@ -193,7 +203,9 @@ class LoadedModel:
         if not hasattr(dv, "transform") or not hasattr(regressor, "predict"):
             raise ModelCheckError("expected a (DictVectorizer, regressor) pair")
         model = cls(dv, regressor, version, source, dict(info or {}), step=step)
-        fast = compile_linear(dv, regressor, step)
+        fast: CompiledLinear | CompiledMonotone | None = compile_linear(dv, regressor, step)
+        if fast is None:
+            fast = compile_monotone(dv, regressor)
         if fast is not None:
             rides = sample_rides(fast) + list(GOLDEN_RIDES)
             expected = model.predict_general(rides)
@@ -217,6 +229,25 @@ class LoadedModel:
                 return [self.fast.predict_one(rides[0])]
             return self.fast.predict(rides).tolist()
         return self.predict_general(rides).ravel().tolist()
+
+    def predict_with_warnings(self, rides: t.Sequence[t.Mapping[str, t.Any]]
+                              ) -> tuple[list[float], list[tuple[int, str]]]:
+        """:meth:`predict` and :meth:`warnings` at once (one set of lookups on the monotone fast path)."""
+        if isinstance(self.fast, CompiledMonotone) and len(rides) > 1:
+            durations, warned = self.fast.predict_with_warnings(rides)
+            return durations.tolist(), warned
+        return self.predict(rides), self.warnings(rides)
+
+    def warnings(self, rides: t.Sequence[t.Mapping[str, t.Any]]) -> list[tuple[int, str]]:
+        """``(index, code)`` of the rides whose distance is implausible (``features.distance_warning``):
+        0, over 60 miles, or (a model that ships zone-pair bounds) far beyond the pair's training rides."""
+        if isinstance(self.fast, CompiledMonotone):
+            return self.fast.warnings(rides)
+        if len(rides) == 1:
+            d = rides[0]["trip_distance"]
+            if 0 < d <= MAX_PLAUSIBLE_MILES:  # the common case without numpy
+                return []
+        return distance_warnings(np.fromiter((r["trip_distance"] for r in rides), float, len(rides)))
 
     def self_test(self) -> None:
         """The golden rides must give one finite float each.

@@ -81,6 +81,8 @@ class MlflowPredictions(BaseModel):
     """A successful ``/invocations`` answer: one duration in minutes per row, in row order."""
 
     predictions: list[float]
+    warnings: list[dict[str, str]] | None = None
+    """Present only when a row's distance is implausible: ``{"field": "[i].trip_distance", "reason", "message"}``."""
 
 
 class MlflowError(BaseModel):
@@ -242,11 +244,16 @@ def invocations() -> Response:
     """Score a batch: MLflow envelope in, ``{"predictions": [...]}`` out (one model call)."""
     model = get_holder(current_app).require()
     rows = parse_invocation(request.get_data(cache=False), request.mimetype, request.mimetype_params)
+    g.warnings = []
     body, n = service.predict_payload(rows, model, current_app.config["MAX_BATCH_SIZE"],
-                                      current_app.extensions.get("prediction_log"))
+                                      current_app.extensions.get("prediction_log"),
+                                      pause=request.environ.get(service.PAUSE_KEY), warned=g.warnings)
     g.rides = n
     g.model_version = model.version
-    response = json_response({"predictions": body["durations"]})
+    answer: dict[str, t.Any] = {"predictions": body["durations"]}
+    if "warnings" in body:  # an extra top-level key: MLflow's clients read only "predictions"
+        answer["warnings"] = body["warnings"]
+    response = json_response(answer)
     response.headers["X-Model-Version"] = model.version
     return response
 

@@ -51,14 +51,27 @@ class Error(BaseModel):
     error: ErrorDetail
 
 
+class RideWarning(BaseModel):
+    """A ride answered although its distance is implausible (docs/model.md, "What implausible means")."""
+
+    field: str
+    """``trip_distance``, or ``[i].trip_distance`` in a batch."""
+    reason: t.Literal["distance_zero", "distance_over_max", "distance_beyond_zone_pair"]
+    message: str
+
+
 class Prediction(BaseModel):
     duration: float
     model_version: str
+    warnings: list[RideWarning] | None = None
+    """Present only when the ride's distance is implausible."""
 
 
 class Predictions(BaseModel):
     durations: list[float]
     model_version: str
+    warnings: list[RideWarning] | None = None
+    """Present only when a ride's distance is implausible."""
 
 
 class Health(BaseModel):
@@ -98,6 +111,8 @@ class ModelCard(BaseModel):
     train_data: dict[str, t.Any] | None
     valid_data: dict[str, t.Any] | None
     metrics: dict[str, t.Any] | None
+    """``valid_rmse`` (all 1–60 minute rides) and ``valid_rmse_plausible``, with the previous model's."""
+    plausibility: dict[str, t.Any] | None = None
     sklearn_version: str | None
     trained_sklearn_version: str | None
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import typing as t
 
+import orjson
 from flask import Blueprint, Response, current_app, g, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -135,6 +136,8 @@ class InferenceResponse(BaseModel):
     model_version: str
     id: str | None = None
     outputs: list[ResponseOutput]
+    parameters: dict[str, str] | None = None
+    """``warnings``: JSON text of the plausibility warnings, present only when a ride has one."""
 
 
 class V2Error(BaseModel):
@@ -217,12 +220,17 @@ def tensor_paths(exc: InvalidInput) -> InvalidInput:
 
 
 def infer(payload: t.Any, model: LoadedModel, name: str, max_batch: int,
-          sink: service.PredictionSink | None = None) -> tuple[dict[str, t.Any], int]:
-    """One inference request → the V2 response body and the number of rides."""
+          sink: service.PredictionSink | None = None,
+          warned: list[str] | None = None) -> tuple[dict[str, t.Any], int]:
+    """One inference request → the V2 response body and the number of rides.
+
+    Plausibility warnings go in the response's ``parameters`` (V2 parameter values are scalars,
+    so ``warnings`` is the JSON text of the list, fields named ``trip_distance[i]``).
+    """
     req = parse_request(payload)
     rides = rides_from_tensors(req)
     try:
-        body, n = service.predict_payload(rides, model, max_batch, sink)
+        body, n = service.predict_payload(rides, model, max_batch, sink, warned=warned)
     except InvalidInput as exc:
         raise tensor_paths(exc) from None
     durations = body["durations"]
@@ -230,6 +238,10 @@ def infer(payload: t.Any, model: LoadedModel, name: str, max_batch: int,
     if req.id is not None:
         response["id"] = req.id
     response["outputs"] = [{"name": OUTPUT, "datatype": "FP64", "shape": [len(durations)], "data": durations}]
+    if "warnings" in body:
+        warnings = [{**w, "field": f"{w['field'].rpartition('.')[2]}[{w['field'][1:].partition(']')[0]}]"}
+                    for w in body["warnings"]]
+        response["parameters"] = {"warnings": orjson.dumps(warnings).decode()}
     return response, n
 
 
@@ -302,8 +314,9 @@ def infer_route(name: str, version: str | None = None) -> Response:
         raise MalformedJSON("the binary tensor data extension is not supported; send JSON tensors")
     served, model = served_model(name, version)
     payload = service.parse_json(request.get_data(cache=False))
+    g.warnings = []
     body, n = infer(payload, model, served, current_app.config["MAX_BATCH_SIZE"],
-                    current_app.extensions.get("prediction_log"))
+                    current_app.extensions.get("prediction_log"), g.warnings)
     g.rides = n
     g.model_version = model.version
     response = json_response(body)

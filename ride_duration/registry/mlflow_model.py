@@ -16,7 +16,7 @@ from __future__ import annotations
 import typing as t
 from pathlib import Path
 
-from ..features import CATEGORICAL, COURSE_STEP, RAW_COLUMNS, FeatureStep, FeatureStepError, rides_to_features
+from ..features import COURSE_STEP, RAW_COLUMNS, FeatureStep, FeatureStepError, rides_to_features
 from ..model.predictor import ModelCheckError
 
 MODEL_ARTIFACT = "model"
@@ -28,6 +28,7 @@ FEATURE_STEP_TAG = "feature_step"
 GATE_TAG = "gate"
 GATE_REASON_TAG = "gate_reason"
 FEATURES_MODULE = Path(__file__).parent.parent / "features.py"
+MONOTONE_MODULE = Path(__file__).parent.parent / "model" / "monotone.py"
 
 
 def build_pipeline(dv: t.Any, regressor: t.Any, step: FeatureStep = COURSE_STEP) -> t.Any:
@@ -38,8 +39,8 @@ def build_pipeline(dv: t.Any, regressor: t.Any, step: FeatureStep = COURSE_STEP)
     """
     from sklearn.pipeline import Pipeline
 
-    prefix = CATEGORICAL + getattr(dv, "separator", "=")
-    unknown = [n for n in getattr(dv, "feature_names_", []) if not n.startswith(prefix) and n not in step.numeric]
+    prefixes = tuple(name + getattr(dv, "separator", "=") for name in step.categorical)
+    unknown = [n for n in getattr(dv, "feature_names_", []) if not n.startswith(prefixes) and n not in step.numeric]
     if unknown:
         raise ModelCheckError(f"the vectorizer has features {unknown[:3]} that feature step {step.name} does not "
                               "make; pass the step the model was trained with")
@@ -81,7 +82,7 @@ def split_pipeline(obj: t.Any) -> tuple[t.Any, t.Any]:
 
 
 def write_code_package(root: Path) -> Path:
-    """A minimal ``ride_duration`` package (the feature step only) for ``code_paths``.
+    """A minimal ``ride_duration`` package (the feature step and the monotone regressor) for ``code_paths``.
 
     The real package's ``__init__`` pulls in Flask and pydantic-settings; the logged model
     needs only ``features.py``, so pyfunc and ``mlflow models serve`` work without them.
@@ -90,6 +91,9 @@ def write_code_package(root: Path) -> Path:
     package.mkdir(parents=True, exist_ok=True)
     (package / "__init__.py").write_text('"""Feature step of the ride-duration model (logged with the model)."""\n')
     (package / "features.py").write_text(FEATURES_MODULE.read_text())
+    (package / "model").mkdir(exist_ok=True)  # the monotone regressor's class (numpy only)
+    (package / "model" / "__init__.py").write_text('"""The monotone regressor (logged with the model)."""\n')
+    (package / "model" / "monotone.py").write_text(MONOTONE_MODULE.read_text())
     return package
 
 

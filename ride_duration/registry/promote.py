@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import Settings
-from ..features import RAW_COLUMNS, FeatureStep, fitted_step
+from ..features import MAX_PLAUSIBLE_MILES, MAX_PLAUSIBLE_MPH, RAW_COLUMNS, FeatureStep, fitted_step, plausible
 from ..model.loading import sha256_bytes
 from ..model.predictor import LoadedModel, ModelCheckError
 from .client import bound_http
@@ -134,6 +134,9 @@ def log_and_register(args: argparse.Namespace, name: str, dv: t.Any, lr: t.Any, 
     client.set_model_version_tag(name, version, SHA256_TAG, digest)
     client.set_model_version_tag(name, version, FEATURE_STEP_TAG, json.dumps(step.to_dict(), sort_keys=True))
     client.set_model_version_tag(name, version, "valid_rmse", f"{info['metrics']['valid_rmse']:.6f}")
+    if "valid_rmse_plausible" in info["metrics"]:
+        client.set_model_version_tag(name, version, "valid_rmse_plausible",
+                                     f"{info['metrics']['valid_rmse_plausible']:.6f}")
     log.info("registered %s version %s (run %s, sha256 %s)", name, version, run.info.run_id, digest[:12])
     return version, run.info.run_id
 
@@ -158,21 +161,61 @@ def rmse(predicted: t.Any, valid_rides: pd.DataFrame) -> float:
     return value if math.isfinite(value) else math.inf
 
 
-def score(name: str, version: str, valid_rides: pd.DataFrame) -> float:
-    """Validation RMSE of a registered version served through ``mlflow.pyfunc`` (inf if not finite)."""
+PLAUSIBLE_RULE = (f"0 < trip_distance <= {MAX_PLAUSIBLE_MILES:g} miles and average speed under "
+                  f"{MAX_PLAUSIBLE_MPH:g} mph")
+
+
+def plausible_mask(rides: pd.DataFrame) -> np.ndarray:
+    """Which rides are plausible (``features.plausible`` on their distance and duration)."""
+    return plausible(rides["trip_distance"].to_numpy(dtype=float), rides["duration"].to_numpy(dtype=float))
+
+
+def metrics(predicted: t.Any, valid_rides: pd.DataFrame) -> dict[str, float]:
+    """Both metrics: RMSE on all the 1–60 minute rides (``valid_rmse``, comparable with the course's
+    7.48) and on the plausible ones (``valid_rmse_plausible``, what the gate promotes on)."""
+    predicted = np.asarray(predicted, dtype=float).ravel()
+    keep = plausible_mask(valid_rides)
+    return {"valid_rmse": rmse(predicted, valid_rides),
+            "valid_rmse_plausible": rmse(predicted[keep], valid_rides.loc[keep])}
+
+
+def plausibility_counts(train_rides: pd.DataFrame, valid_rides: pd.DataFrame) -> dict[str, t.Any]:
+    """What metadata records about the rule: the rule and how many rides of each file it keeps."""
+    return {"rule": PLAUSIBLE_RULE, "train_rides": len(train_rides),
+            "train_plausible": int(plausible_mask(train_rides).sum()), "valid_rides": len(valid_rides),
+            "valid_plausible": int(plausible_mask(valid_rides).sum())}
+
+
+def score(name: str, version: str, valid_rides: pd.DataFrame) -> dict[str, float]:
+    """Both validation RMSEs of a registered version served through ``mlflow.pyfunc`` (inf if not finite)."""
     import mlflow.pyfunc
 
     model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
-    return rmse(model.predict(valid_rides[list(RAW_COLUMNS)]), valid_rides)
+    return metrics(model.predict(valid_rides[list(RAW_COLUMNS)]), valid_rides)
 
 
-def judge(candidate_rmse: float, champion_rmse: float, champion: str, n: int) -> tuple[bool, str]:
-    """The gate's rule: promote only a strictly lower RMSE on the same rides; returns (promote, reason)."""
-    if not candidate_rmse < champion_rmse:
-        return False, (f"candidate RMSE {candidate_rmse:.4f} is not lower than champion {champion} RMSE "
-                       f"{champion_rmse:.4f} on the same {n} validation rides")
-    return True, (f"candidate RMSE {candidate_rmse:.4f} < champion {champion} RMSE {champion_rmse:.4f} "
-                  f"on the same {n} validation rides")
+def judge(candidate: t.Mapping[str, float] | float, champion_scores: t.Mapping[str, float] | float,
+          champion: str, n: int) -> tuple[bool, str]:
+    """The gate's rule: promote only a strictly lower RMSE on the plausible rides of the same
+    validation set (both metrics are named in the reason); returns (promote, reason).
+
+    Plain floats (one metric) are compared as they are.
+    """
+    if not isinstance(candidate, t.Mapping) or not isinstance(champion_scores, t.Mapping):
+        cand, champ = float(candidate), float(champion_scores)  # type: ignore[arg-type]
+        if not cand < champ:
+            return False, (f"candidate RMSE {cand:.4f} is not lower than champion {champion} RMSE "
+                           f"{champ:.4f} on the same {n} validation rides")
+        return True, (f"candidate RMSE {cand:.4f} < champion {champion} RMSE {champ:.4f} "
+                      f"on the same {n} validation rides")
+    cand, champ = candidate["valid_rmse_plausible"], champion_scores["valid_rmse_plausible"]
+    both = (f" (all 1-60 minute rides: candidate {candidate['valid_rmse']:.4f}, champion "
+            f"{champion_scores['valid_rmse']:.4f})")
+    if not cand < champ:
+        return False, (f"candidate plausible-ride RMSE {cand:.4f} is not lower than champion {champion} "
+                       f"{champ:.4f} on the same {n} validation rides{both}")
+    return True, (f"candidate plausible-ride RMSE {cand:.4f} < champion {champion} {champ:.4f} "
+                  f"on the same {n} validation rides{both}")
 
 
 def gate_bundle(champion_path: Path, dv: t.Any, lr: t.Any, step: FeatureStep,
@@ -193,11 +236,15 @@ def gate_bundle(champion_path: Path, dv: t.Any, lr: t.Any, step: FeatureStep,
     except ModelCheckError as exc:
         summary(f"kept champion {champion.version}: candidate fails the serving self-test: {exc}")
         return EXIT_KEPT_CHAMPION, {}
-    candidate_rmse = rmse(candidate.predict(rides), valid_rides)
-    champion_rmse = rmse(champion.predict(rides), valid_rides)
-    ok, reason = judge(candidate_rmse, champion_rmse, champion.version, n)
+    candidate_scores = metrics(candidate.predict(rides), valid_rides)
+    champion_scores = metrics(champion.predict(rides), valid_rides)
+    ok, reason = judge(candidate_scores, champion_scores, champion.version, n)
     record = {"decision": "promoted" if ok else "rejected", "reason": reason, "rides": n,
-              "candidate_rmse": candidate_rmse, "champion": champion.version, "champion_rmse": champion_rmse,
+              "plausible_rides": int(plausible_mask(valid_rides).sum()),
+              "candidate_rmse": candidate_scores["valid_rmse"],
+              "candidate_rmse_plausible": candidate_scores["valid_rmse_plausible"],
+              "champion": champion.version, "champion_rmse": champion_scores["valid_rmse"],
+              "champion_rmse_plausible": champion_scores["valid_rmse_plausible"],
               "champion_feature_step": champion.step.to_dict(), "champion_sha256": champion.info["sha256"]}
     summary(f"{'promoted candidate over' if ok else 'kept champion'} {champion.version}: {reason}")
     return (EXIT_PROMOTED if ok else EXIT_KEPT_CHAMPION), record
@@ -220,15 +267,17 @@ def gate(client: MlflowClient, name: str, version: str, valid_rides: pd.DataFram
         LoadedModel.build(dv, lr, version=version, source="candidate", step=FeatureStep.from_dict(step))
     except ModelCheckError as exc:
         return reject(client, name, version, f"candidate fails the serving self-test: {exc}")
-    candidate_rmse = score(name, version, valid_rides)
-    if not math.isfinite(candidate_rmse):
+    candidate_scores = score(name, version, valid_rides)
+    if not all(math.isfinite(v) for v in candidate_scores.values()):
         return reject(client, name, version, "candidate RMSE is not finite")
     champion = champion_version(client, name, alias)
     if champion is None:
-        reason = f"no @{alias} version yet; candidate RMSE {candidate_rmse:.4f} on {n} validation rides"
+        reason = (f"no @{alias} version yet; candidate plausible-ride RMSE "
+                  f"{candidate_scores['valid_rmse_plausible']:.4f} (all 1-60 minute rides "
+                  f"{candidate_scores['valid_rmse']:.4f}) on {n} validation rides")
     else:
-        champion_rmse = score(name, champion, valid_rides)
-        ok, reason = judge(candidate_rmse, champion_rmse, f"v{champion}", n)
+        champion_scores = score(name, champion, valid_rides)
+        ok, reason = judge(candidate_scores, champion_scores, f"v{champion}", n)
         if not ok:
             return reject(client, name, version, reason)
         client.set_model_version_tag(name, version, "previous_" + alias, champion)

@@ -27,9 +27,10 @@ def predict() -> Response:
     if not is_json(request.mimetype):
         raise UnsupportedMediaType("Content-Type must be application/json")
     model = get_holder(current_app).require()
+    g.warnings = []
     body, rides = service.predict_body(
         request.get_data(cache=False), model, current_app.config["MAX_BATCH_SIZE"],
-        current_app.extensions.get("prediction_log"), request.environ.get(service.PAUSE_KEY))
+        current_app.extensions.get("prediction_log"), request.environ.get(service.PAUSE_KEY), g.warnings)
     g.rides = rides
     g.model_version = model.version
     response = json_response(body)

@@ -53,6 +53,9 @@ LATENCY = Histogram("ride_duration_http_request_duration_seconds",
                     "Time from the first before_request hook to the response, by route rule and status.",
                     ["endpoint", "status"], buckets=LATENCY_BUCKETS)
 RIDES = Counter("ride_duration_rides_predicted", "Rides predicted (every prediction endpoint).")
+RIDE_WARNINGS = Counter("ride_duration_ride_warnings",
+                        "Rides answered with a plausibility warning, by field and reason "
+                        "(distance_zero, distance_over_max, distance_beyond_zone_pair).", ["field", "reason"])
 BATCH_SIZE = Histogram("ride_duration_batch_size_rides", "Rides per successful prediction request.",
                        buckets=BATCH_BUCKETS)
 # livemax: 1 while at least one live worker serves this model. No pid label, so worker recycling
@@ -184,6 +187,8 @@ def record(response: Response) -> Response:
     if rides:
         RIDES.inc(rides)
         BATCH_SIZE.observe(rides)
+        for reason in ctx.get("warnings") or ():
+            RIDE_WARNINGS.labels("trip_distance", reason).inc()
     return response
 
 

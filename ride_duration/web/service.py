@@ -11,6 +11,7 @@ import typing as t
 import orjson
 
 from ..errors import MalformedJSON
+from ..features import NUMERICAL, WARNING_REASONS
 from ..schemas import validate_rides
 
 if t.TYPE_CHECKING:
@@ -38,47 +39,72 @@ Pause = t.Callable[[], None]
 """Gives the worker's other requests their turn (the gevent worker's fair turn); may be None."""
 PAUSE_KEY = "ride_duration.pause"
 """environ key under which ride_duration.web.worker hands the app its ``Pause`` (absent under other workers)."""
+PAUSE_AFTER_PARSE_BYTES = 64 * 1024
+"""Bodies larger than this (~1,000 rides) give the worker a turn between parsing and validating."""
 
 
-def predict_sliced(rides: list[t.Any], model: LoadedModel, pause: Pause | None) -> list[float]:
-    """``model.predict`` in slices of ``SLICE`` rides with a ``pause`` between them (same result:
-    predictions are per ride), so a 10,000-ride batch does not hold the worker's single rides."""
+def predict_sliced(rides: list[t.Any], model: LoadedModel,
+                   pause: Pause | None) -> tuple[list[float], list[tuple[int, str]]]:
+    """``model.predict_with_warnings`` in slices of ``SLICE`` rides with a ``pause`` between them
+    (same result: predictions and warnings are per ride), so a 10,000-ride batch does not hold the
+    worker's single rides."""
     if pause is None or len(rides) <= SLICE:
-        return model.predict(rides)
+        return model.predict_with_warnings(rides)
     durations: list[float] = []
+    codes: list[tuple[int, str]] = []
     for start in range(0, len(rides), SLICE):
         if start:
             pause()
-        durations += model.predict(rides[start:start + SLICE])
-    return durations
+        part, warned = model.predict_with_warnings(rides[start:start + SLICE])
+        durations += part
+        codes += [(start + i, code) for i, code in warned]
+    return durations, codes
+
+
+def ride_warnings(codes: list[tuple[int, str]], is_batch: bool,
+                  warned: list[str] | None = None) -> list[dict[str, str]]:
+    """``{"field", "reason", "message"}`` per ride with an implausible distance (field ``trip_distance``,
+    or ``[i].trip_distance`` in a batch); each reason code is also appended to ``warned`` (metrics)."""
+    out = []
+    for i, code in codes:
+        out.append({"field": f"[{i}].{NUMERICAL}" if is_batch else NUMERICAL, "reason": code,
+                    "message": WARNING_REASONS[code]})
+        if warned is not None:
+            warned.append(code)
+    return out
 
 
 def predict_payload(payload: t.Any, model: LoadedModel, max_batch: int,
-                    sink: PredictionSink | None = None, pause: Pause | None = None) -> tuple[dict[str, t.Any], int]:
-    """Validate and predict; returns the response body and the number of rides. A batch pauses
-    (``pause``) after validation and between prediction slices."""
+                    sink: PredictionSink | None = None, pause: Pause | None = None,
+                    warned: list[str] | None = None) -> tuple[dict[str, t.Any], int]:
+    """Validate and predict; returns the response body and the number of rides.
+
+    A batch pauses (``pause``) after validation and between prediction slices. A ride with an
+    implausible distance is answered all the same, and the body gets a ``warnings`` list (absent
+    when there is none, so the usual answer is unchanged).
+    """
     rides, is_batch = validate_rides(payload, max_batch)
     if is_batch and pause is not None and len(rides) > SLICE:
         pause()
-    durations = predict_sliced(rides, model, pause)
+    durations, codes = predict_sliced(rides, model, pause)
     if sink is not None:
         sink(rides, durations, model.version)
-    if is_batch:
-        return {"durations": durations, "model_version": model.version}, len(rides)
-    return {"duration": durations[0], "model_version": model.version}, 1
+    body: dict[str, t.Any] = ({"durations": durations, "model_version": model.version} if is_batch
+                              else {"duration": durations[0], "model_version": model.version})
+    warnings = ride_warnings(codes, is_batch, warned)
+    if warnings:
+        body["warnings"] = warnings
+    return body, len(rides)
 
 
 def predict_body(body: bytes, model: LoadedModel, max_batch: int,
-                 sink: PredictionSink | None = None, pause: Pause | None = None) -> tuple[dict[str, t.Any], int]:
+                 sink: PredictionSink | None = None, pause: Pause | None = None,
+                 warned: list[str] | None = None) -> tuple[dict[str, t.Any], int]:
     """``predict_payload`` on a raw JSON body (a big body pauses after parsing too)."""
     payload = parse_json(body)
     if pause is not None and len(body) > PAUSE_AFTER_PARSE_BYTES:
         pause()
-    return predict_payload(payload, model, max_batch, sink, pause)
-
-
-PAUSE_AFTER_PARSE_BYTES = 64 * 1024
-"""Bodies larger than this (~1,000 rides) give the worker a turn between parsing and validating."""
+    return predict_payload(payload, model, max_batch, sink, pause, warned)
 
 
 def model_card(model: LoadedModel) -> dict[str, t.Any]:
@@ -90,7 +116,7 @@ def model_card(model: LoadedModel) -> dict[str, t.Any]:
         "version": model.version,
         "source": model.source,
         "sha256": info.get("sha256"),
-        "features": meta.get("features", ["PU_DO", *model.step.numeric]),
+        "features": meta.get("features", [*model.step.categorical, *model.step.numeric]),
         "feature_step": model.step.to_dict(),
         "n_features": len(getattr(model.dv, "feature_names_", []) or []),
         "regressor": type(model.regressor).__name__,
@@ -99,6 +125,7 @@ def model_card(model: LoadedModel) -> dict[str, t.Any]:
         "train_data": meta.get("train_data"),
         "valid_data": meta.get("valid_data"),
         "metrics": meta.get("metrics"),
+        "plausibility": meta.get("plausibility"),
         "sklearn_version": info.get("sklearn_version"),
         "trained_sklearn_version": info.get("trained_sklearn_version"),
     }

@@ -34,8 +34,11 @@ def score_cli_quality(month: Path, tmp_path: Path, model: Path = BUNDLED / "lin_
     scored = pd.read_parquet(output)
     keep = scored["predicted_duration"].notna() & scored["actual_duration"].between(1, 60)
     error = scored.loc[keep, "predicted_duration"] - scored.loc[keep, "actual_duration"]
+    miles, minutes = scored.loc[keep, "trip_distance"], scored.loc[keep, "actual_duration"]
+    plausible = (miles > 0) & (miles <= 60) & (miles / (minutes / 60) < 80)
     return {"rmse": float(np.sqrt(np.mean(error**2))), "mae": float(np.mean(np.abs(error))),
-            "bias": float(np.mean(error)), "n": int(keep.sum())}
+            "bias": float(np.mean(error)), "n": int(keep.sum()),
+            "rmse_plausible": float(np.sqrt(np.mean(error[plausible] ** 2))), "n_plausible": int(plausible.sum())}
 
 
 def prom_samples(path: Path) -> dict[tuple[str, tuple], float]:
@@ -94,6 +97,7 @@ def test_a_shifted_month_drifts_and_fail_on_drift_exits_4(months, old_model, tmp
                                                       ("method", "Jensen-Shannon distance")))] == score
     assert prom[("ride_duration_monitor_dataset_drift_detected", ())] == 1.0
     assert prom[("ride_duration_monitor_rmse_minutes", ())] == report["quality"]["rmse"]
+    assert prom[("ride_duration_monitor_rmse_plausible_minutes", ())] == report["quality"]["rmse_plausible"]
 
 
 def test_same_distribution_other_draw_is_not_drift(months, tmp_path):
@@ -166,6 +170,8 @@ def test_real_2021_02_against_itself_reports_no_drift(tmp_path):
     assert code == monitor.EXIT_OK and report["drift_detected"] is False
     bundled = json.loads((Path(__file__).resolve().parents[2] / "model" / "metadata.json").read_text())
     assert math.isclose(report["quality"]["rmse"], bundled["metrics"]["valid_rmse"], abs_tol=1e-6)  # same rides
+    assert math.isclose(report["quality"]["rmse_plausible"], bundled["metrics"]["valid_rmse_plausible"], abs_tol=1e-6)
+    assert report["quality"]["n_plausible"] == bundled["plausibility"]["valid_plausible"]
     assert report["quality"]["n"] == 61921
 
 

@@ -48,6 +48,15 @@ def expected(server):
     return body["durations"]
 
 
+@pytest.fixture(scope="module")
+def answer(server, expected):
+    """The whole /invocations body for RIDES: the predictions and, as /predict gives them, the warnings
+    (the third ride's 0 miles is "not recorded")."""
+    warnings = post_json(server.url + "/predict", RIDES)[2]["warnings"]
+    assert [(w["field"], w["reason"]) for w in warnings] == [("[2].trip_distance", "distance_zero")]
+    return {"predictions": expected, "warnings": warnings}
+
+
 def invoke(server, body, content_type="application/json"):
     data = body if isinstance(body, (str, bytes)) else json.dumps(body)
     return requests.post(server.url + "/invocations", data=data, headers={"Content-Type": content_type}, timeout=10)
@@ -93,26 +102,26 @@ def test_invoke_records_and_params_with_mlflow_client(client, expected):
     {"inputs": {c: [r[c] for r in RIDES] for c in COLUMNS}},
     {"instances": {c: [r[c] for r in RIDES] for c in COLUMNS}},
 ], ids=["split-pandas", "split", "records", "instances", "inputs", "inputs-columns", "instances-columns"])
-def test_every_json_format(server, expected, body):
+def test_every_json_format(server, answer, body):
     response = invoke(server, body)
     assert response.status_code == 200, response.text
-    assert response.json() == {"predictions": expected}
+    assert response.json() == answer
     assert response.headers["X-Model-Version"]
 
 
 @pytest.mark.parametrize("index", [True, False])
-def test_csv_as_pandas_writes_it(server, expected, index):
+def test_csv_as_pandas_writes_it(server, answer, index):
     csv = pd.DataFrame(RIDES).to_csv(index=index)  # with index: an unnamed extra column, ignored
     response = invoke(server, csv, "text/csv; charset=utf-8")
     assert response.status_code == 200, response.text
-    assert response.json() == {"predictions": expected}
+    assert response.json() == answer
 
 
-def test_mlflow_payload_helper_round_trip(server, expected):
+def test_mlflow_payload_helper_round_trip(server, answer):
     """MLflow's own serializer (what every MLflow client uses) for a frame with extra columns."""
     frame = pd.DataFrame([{**r, "VendorID": 2, "store_and_fwd_flag": "N"} for r in RIDES])
     response = invoke(server, dump_input_data(frame))
-    assert response.json() == {"predictions": expected}
+    assert response.json() == answer
 
 
 def test_bad_ride_is_listed_like_predict(server):

@@ -7,6 +7,7 @@ import pickle
 
 import pytest
 
+from ride_duration.features import rides_to_features
 from ride_duration.model.loading import load_file
 from ride_duration.model.predictor import GOLDEN_RIDES, ModelCheckError
 from ride_duration.registry.fetch import MODELS_URI, RUNS_URI, Target
@@ -35,7 +36,8 @@ def test_pipeline_takes_raw_rides_and_splits_back_into_the_served_pair(pair):
     assert actual == expected
     loaded = pickle.loads(pickle.dumps(pipeline))
     dv, regressor = split_pipeline(loaded)
-    assert (dv.feature_names_, regressor.coef_.tolist()) == (pair[0].feature_names_, pair[1].coef_.tolist())
+    assert dv.feature_names_ == pair[0].feature_names_
+    assert regressor.predict(dv.transform(rides_to_features(rides, bundled.step.to_dict()))).tolist() == expected
     assert pipeline_step(loaded) == bundled.step
 
 
@@ -48,7 +50,7 @@ def test_a_pipeline_without_step_arguments_is_the_course_step(pair):
     old = Pipeline([("features", FunctionTransformer(rides_to_features)), ("dv", pair[0]), ("regressor", pair[1])])
     assert pipeline_step(old) == COURSE_STEP
     with pytest.raises(ModelCheckError, match="does not make"):
-        build_pipeline(*pair)  # the bundled pair was trained with flagged-v2: logging it as course-v1 is refused
+        build_pipeline(*pair)  # the bundled pair was trained with monotone-v3: logging it as course-v1 is refused
     bad = build_pipeline(*pair, load_file(BUNDLED / "lin_reg.bin").step)
     bad.steps[0][1].kw_args = {"step": {"name": "cubic-v9"}}
     with pytest.raises(ModelCheckError, match="unknown feature step 'cubic-v9'"):
@@ -82,10 +84,12 @@ def test_example_rides_refuses_examples_without_ride_columns(example):
         example_rides(example)
 
 
-def test_code_package_holds_only_the_feature_step(tmp_path):
+def test_code_package_holds_only_the_feature_step_and_the_monotone_regressor(tmp_path):
     package = write_code_package(tmp_path)
-    assert sorted(p.name for p in package.iterdir()) == ["__init__.py", "features.py"]
-    assert "flask" not in (package / "features.py").read_text().lower()
+    assert sorted(p.name for p in package.iterdir()) == ["__init__.py", "features.py", "model"]
+    assert sorted(p.name for p in (package / "model").iterdir()) == ["__init__.py", "monotone.py"]
+    for module in (package / "features.py", package / "model" / "monotone.py"):
+        assert "flask" not in module.read_text().lower()
 
 
 @pytest.mark.parametrize(("uri", "expected"), [
