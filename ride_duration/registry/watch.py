@@ -27,7 +27,7 @@ import urllib.error
 import urllib.request
 
 from .client import client_for
-from .fetch import CandidateRejected, RegistryUnavailable, Target, load, resolve, short
+from .fetch import CandidateRejected, LoadPolicy, RegistryUnavailable, Target, load, resolve, short
 from .handoff import Handoff
 
 if t.TYPE_CHECKING:
@@ -52,6 +52,7 @@ class Watcher:
         self.uri = settings.resolved_model_uri
         self.poll_seconds = settings.model_poll_seconds
         self.load_timeout = settings.model_load_timeout
+        self.policy = LoadPolicy.from_settings(settings)
         self.holder = holder
         self._client: MlflowClient | None = None
         self.serving_key: str | None = None
@@ -82,15 +83,21 @@ class Watcher:
         if event == "model_swapped" and fields.get("via") != "handoff":
             self.handoff.save_model(target.key, target, model)
 
-    def reject(self, target: Target, reason: str) -> None:
+    def reject(self, target: Target, error: CandidateRejected) -> None:
+        """Remember ``target`` as refused (never fetched again by this URI's watchers) and say so."""
+        reason = str(error)
         self.rejected[target.key] = reason
-        self.holder.emit("model_rejected", version=target.version or target.key, reason=reason, uri=self.uri)
+        self.holder.refuse(target.version or target.key, reason, error.code, uri=self.uri)
         self.handoff.save_rejected(self.rejected)
 
     def restore(self) -> None:
         """Take over what sibling workers learned since the master loaded its model."""
         current, rejected = self.handoff.read()
-        self.rejected.update(rejected)
+        for key, reason in rejected.items():
+            if key not in self.rejected:
+                self.rejected[key] = reason
+                shown = key.split("/", 1)[1] if key.count("/") == 1 else key  # "name/4" -> "4"
+                self.holder.refused.setdefault(shown, {"version": shown, "reason": reason})
         if current is not None:
             key, target, model = current
             if key != self.serving_key and key not in self.rejected:
@@ -109,7 +116,7 @@ class Watcher:
         def work() -> None:
             try:
                 box["target"] = resolve(client, self.uri)
-                box["model"] = load(client, box["target"])
+                box["model"] = load(client, box["target"], self.policy)
             except (RegistryUnavailable, CandidateRejected) as exc:
                 box["error"] = exc
             except Exception as exc:  # noqa: BLE001 - reported as the fallback reason
@@ -123,7 +130,7 @@ class Watcher:
         error = box.get("error")
         self.checked("target" in box, None if "target" in box else str(error))
         if isinstance(error, CandidateRejected):
-            self.reject(box["target"], str(error))
+            self.reject(box["target"], error)
             return f"model {box['target'].label} rejected: {error}"
         if error is not None:
             return f"registry unavailable: {error}"
@@ -145,9 +152,9 @@ class Watcher:
         if not self.is_new(target):
             return
         try:
-            model = load(self.client, target)
+            model = load(self.client, target, self.policy)
         except CandidateRejected as exc:
-            self.reject(target, str(exc))
+            self.reject(target, exc)
             return
         except RegistryUnavailable as exc:
             log.warning("could not load %s, will retry next poll: %s", target.label, exc)
