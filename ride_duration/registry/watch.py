@@ -26,6 +26,7 @@ import typing as t
 import urllib.error
 import urllib.request
 
+from . import safe_format
 from .client import client_for
 from .fetch import CandidateRejected, LoadPolicy, RegistryUnavailable, Target, load, resolve, short
 from .handoff import Handoff
@@ -111,6 +112,8 @@ class Watcher:
             self.checked(False, unreachable)
             return f"registry unavailable: {unreachable}"
         client = self.client  # import mlflow here, not in the thread below: it may outlive the deadline
+        safe_format.preload()  # and skops, before the fork: a worker importing it would stall its requests
+        deadline = max(deadline, time.monotonic() + self.load_timeout)  # the timeout is the registry's, not imports'
         box: dict[str, t.Any] = {}
 
         def work() -> None:

@@ -33,23 +33,20 @@ from ride_duration.registry import safe_format, signing
 from ride_duration.registry.mlflow_model import SHA256_TAG, build_pipeline
 from tests.conftest import BUNDLED, REFERENCE_RIDE
 from tests.mlflow_server import MlflowServer
-from tests.registry.test_registry import (  # noqa: F401 - module fixtures used by name
-    POLL,
-    RIDE,
+from tests.registry import test_registry as base
+from tests.registry.test_registry import (
     ClientLoop,
     fit,
     get_json,
     log_events,
-    mlflow_client,
-    months,
     register,
-    registry,
     service_env,
     train_cli,
     wait_until,
 )
 from tests.support import Server, http, post_json
 
+registry, months, mlflow_client = base.registry, base.months, base.mlflow_client  # the same fixtures
 ZOOMCAMP = Path(os.environ.get("TLC_DATA_DIR", BUNDLED.parent.parent / "shared" / "data")) / "zoomcamp_lin_reg.bin"
 ZOOMCAMP_REFERENCE = 26.43883355119793
 
