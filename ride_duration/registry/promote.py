@@ -164,6 +164,28 @@ def sign_version(client: MlflowClient, name: str, version: str, run_id: str, dig
     log.info("signed %s v%s with key %s", name, version, tags[signing.KEY_ID_TAG])
 
 
+def resign(client: MlflowClient, name: str, version: str) -> str:
+    """Sign an already registered version again (a key rotation); returns the digest signed.
+
+    The digest is recomputed from the model file in the registry, not taken from its tag, and
+    must equal the tag: re-signing never blesses a file that changed since it was registered.
+
+    :raises ValueError: the file's digest differs from the version's ``model_sha256`` tag.
+    """
+    import mlflow.artifacts
+
+    mv = client.get_model_version(name, version)
+    with tempfile.TemporaryDirectory() as tmp:
+        uri = client.get_model_version_download_uri(name, version)
+        stored = mlflow.artifacts.download_artifacts(artifact_uri=f"{uri}/{MODEL_FILE}", dst_path=tmp)
+        digest = sha256_bytes(Path(stored).read_bytes())
+    if digest != (mv.tags or {}).get(SHA256_TAG, "").lower():
+        raise ValueError(f"{name} v{version}: {MODEL_FILE} has sha256 {digest[:12]}…, its {SHA256_TAG} tag says "
+                         f"{(mv.tags or {}).get(SHA256_TAG, 'nothing')[:12]}; not signing")
+    sign_version(client, name, version, mv.run_id, digest)
+    return digest
+
+
 def champion_version(client: MlflowClient, name: str, alias: str) -> str | None:
     """The version the alias points at, or None when it is not set."""
     from mlflow.exceptions import MlflowException
