@@ -192,16 +192,40 @@ class LoadPolicy:
         return cls(allow_pickle=settings.allow_pickle_models, keys=keys, key_error=error)
 
 
-def load(client: MlflowClient, target: Target, policy: LoadPolicy | None = None) -> LoadedModel:
-    """Download, verify, deserialize and check the model at ``target``.
+@dataclasses.dataclass
+class Fetched:
+    """A version's files, downloaded and verified (format, digest, signature), not yet deserialized."""
 
-    Order matters: the format is judged from ``MLmodel`` before the model file is fetched (a
-    pickle is refused unless ``policy.allow_pickle``), and the file's sha256 and signature are
-    checked before a byte of it is deserialized; a skops file is then read against the
-    service's own allow-list (:mod:`.safe_format`).
+    target: Target
+    mlmodel: dict[str, t.Any]
+    fmt: str
+    blob: bytes
+    digest: str
+    verified: bool
+    signed_by: str | None
+    example: t.Any
+    metrics: dict[str, float] | None
+    notes: list[str]
+
+
+def load(client: MlflowClient, target: Target, policy: LoadPolicy | None = None) -> LoadedModel:
+    """Download, verify, deserialize and check the model at ``target`` (:func:`fetch` then :func:`build`).
 
     :raises RegistryUnavailable: the artifacts could not be fetched (transient).
     :raises CandidateRejected: the artifacts are not a servable model, or not a trusted one (permanent).
+    """
+    return build(fetch(client, target, policy))
+
+
+def fetch(client: MlflowClient, target: Target, policy: LoadPolicy | None = None) -> Fetched:
+    """Every registry call of a load: download and verify, deserialize nothing.
+
+    Order matters: the format is judged from ``MLmodel`` before the model file is fetched (a
+    pickle is refused unless ``policy.allow_pickle``), and the file's sha256 and signature are
+    checked here, before :func:`build` deserializes a byte of it.
+
+    :raises RegistryUnavailable: the artifacts could not be fetched (transient).
+    :raises CandidateRejected: the version is not a trusted model (permanent).
     """
     import yaml
 
@@ -251,6 +275,20 @@ def load(client: MlflowClient, target: Target, policy: LoadPolicy | None = None)
             raise CandidateRejected(f"{exc}; refusing to load", code=code) from exc
     elif not expected:
         notes.append(f"no {SHA256_TAG} tag on the model version: integrity not verified")
+    metrics = run_metrics(client, target.run_id or mlmodel.get("run_id"), notes)
+    return Fetched(target, mlmodel, fmt, blob, digest, bool(expected or signed_by), signed_by, example, metrics,
+                   notes)
+
+
+def build(fetched: Fetched) -> LoadedModel:
+    """Deserialize a verified version (skops against :data:`.safe_format.MODEL_TYPES`) and check it.
+
+    No registry call: CPU only, so a start-up deadline need not cover it.
+
+    :raises CandidateRejected: the file is not a servable model, or names an untrusted type.
+    """
+    target, mlmodel, fmt, blob, notes = fetched.target, fetched.mlmodel, fetched.fmt, fetched.blob, fetched.notes
+    flavor = mlmodel["flavors"]["sklearn"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -275,22 +313,21 @@ def load(client: MlflowClient, target: Target, policy: LoadPolicy | None = None)
                                 f"feature step {step.to_dict()}")
     run_id = target.run_id or mlmodel.get("run_id")
     metadata = dict(mlmodel.get("metadata") or {})
-    metrics = run_metrics(client, run_id, notes)
-    if metrics is not None:
-        metadata["metrics"] = metrics
+    if fetched.metrics is not None:
+        metadata["metrics"] = fetched.metrics
     info = {
         "name": target.name or mlmodel.get("model_id"), "uri": target.uri, "alias": target.alias,
         "stage": target.stage, "registered_version": target.version, "run_id": run_id,
-        "artifact_uri": target.artifact_uri, "sha256": digest, "sha256_verified": bool(expected or signed_by),
-        "format": fmt, "signed_by": signed_by,
+        "artifact_uri": target.artifact_uri, "sha256": fetched.digest, "sha256_verified": fetched.verified,
+        "format": fmt, "signed_by": fetched.signed_by,
         "metrics": metadata.get("metrics"), "metadata": metadata,
         "sklearn_version": sklearn.__version__, "trained_sklearn_version": flavor.get("sklearn_version"),
         "loaded_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "warnings": notes,
     }
     try:
         model = LoadedModel.build(dv, regressor, version=target.label, source="registry", info=info, step=step)
-        if example is not None:
-            check_example(model, example_rides(example))
+        if fetched.example is not None:
+            check_example(model, example_rides(fetched.example))
     except ModelCheckError as exc:
         raise CandidateRejected(str(exc)) from exc
     return model

@@ -28,7 +28,7 @@ import urllib.request
 
 from . import safe_format
 from .client import client_for
-from .fetch import CandidateRejected, LoadPolicy, RegistryUnavailable, Target, load, resolve, short
+from .fetch import CandidateRejected, LoadPolicy, RegistryUnavailable, Target, build, fetch, load, resolve, short
 from .handoff import Handoff
 
 if t.TYPE_CHECKING:
@@ -119,7 +119,7 @@ class Watcher:
         def work() -> None:
             try:
                 box["target"] = resolve(client, self.uri)
-                box["model"] = load(client, box["target"], self.policy)
+                box["fetched"] = fetch(client, box["target"], self.policy)
             except (RegistryUnavailable, CandidateRejected) as exc:
                 box["error"] = exc
             except Exception as exc:  # noqa: BLE001 - reported as the fallback reason
@@ -137,7 +137,12 @@ class Watcher:
             return f"model {box['target'].label} rejected: {error}"
         if error is not None:
             return f"registry unavailable: {error}"
-        self.install(box["target"], box["model"], event="model_loaded")
+        try:  # deserializing and checking is CPU, not the registry: outside its deadline
+            model = build(box["fetched"])
+        except CandidateRejected as exc:
+            self.reject(box["target"], exc)
+            return f"model {box['target'].label} rejected: {exc}"
+        self.install(box["target"], model, event="model_loaded")
         return None
 
     def check(self) -> None:

@@ -165,9 +165,10 @@ def test_a_pickle_that_would_run_code_is_never_loaded_and_never_retried(
     assert not marker.exists(), "the registry's pickle ran code in the service"
     assert loop.failures() == [], f"{len(loop.failures())} of {len(results)} requests failed: {loop.failures()[:5]}"
     assert {v for _, v in results} == {f"{name}-v1"}
-    downloads = [line for line in (registry.root / "mlflow-server.log").read_text(errors="replace").splitlines()
-                 if f"/{name}" in line and "model.pkl" in line]
-    assert downloads == [], downloads[:3]  # refused on MLmodel alone: the pickle is not even fetched
+    # refused on MLmodel alone: the pickle is not even fetched (the server logs every artifact GET)
+    served = (registry.root / "mlflow-server.log").read_text(errors="replace").splitlines()
+    assert [line for line in served if "GET" in line and "/MLmodel" in line], "no artifact access lines to check"
+    assert [line for line in served if "GET" in line and "model.pkl" in line] == []
 
 
 def test_signed_versions_swap_in_unsigned_and_mis_signed_ones_are_refused(
