@@ -36,6 +36,7 @@ from tests.mlflow_server import MlflowServer
 from tests.registry import test_registry as base
 from tests.registry.test_registry import (
     ClientLoop,
+    Service,
     fit,
     get_json,
     log_events,
@@ -136,7 +137,7 @@ def test_a_pickle_that_would_run_code_is_never_loaded_and_never_retried(
     dv, lr, _ = fit(months["weak"])
     assert register(name, dv, lr, months["valid"])[0] == "1"
 
-    with Server(env=service_env(registry, name), workers=2, log_path=tmp_path / "service.log") as svc:
+    with Service(env=service_env(registry, name), workers=2, log_path=tmp_path / "service.log") as svc:
         loop = ClientLoop(svc.url).start()
         try:
             loop.wait_for(f"{name}-v1", n=20)
@@ -185,7 +186,7 @@ def test_signed_versions_swap_in_unsigned_and_mis_signed_ones_are_refused(
     assert tags[signing.KEY_ID_TAG] == signing.key_id(trainer.public_key())
 
     env = service_env(registry, name, MODEL_SIGNING_KEY=str(tmp_path / "trusted.pub.pem"))
-    with Server(env=env, workers=2, log_path=tmp_path / "service.log") as svc:
+    with Service(env=env, workers=2, log_path=tmp_path / "service.log") as svc:
         loop = ClientLoop(svc.url).start()
         try:
             loop.wait_for(f"{name}-v1", n=20)
