@@ -5,15 +5,20 @@
 #   docker build --target stream -t ride-duration-stream . # Kafka consumer (python -m ride_duration stream)
 #   docker build --target lambda -t ride-duration-lambda . # AWS Lambda container image (Kinesis handler)
 #
-# The base is pinned by tag. For a reproducible build pin it by digest too, e.g.
+# The base is pinned by digest (the multi-platform index of python:3.11-slim), so a rebuild gets
+# the same bytes until someone moves the pin on purpose. To update it (docs/security.md):
+#   docker buildx imagetools inspect python:3.11-slim    # the "Digest:" line of the index
+# then replace the sha256 below, rebuild and run `make container-test`. The pin below is the
+# 2026-08-05 build (Python 3.11.15 on Debian trixie), as recorded in docker-library/repo-info
+# (repos/python/remote/3.11-slim.md). Override for a one-off build:
 #   docker build --build-arg PYTHON_IMAGE=python:3.11-slim@sha256:<digest> .
 # Stages: base -> pipenv (build tool only) -> venv -> deps / train-deps / stream-deps / lambda-deps
 # (locked venvs) -> train, stream, lambda, runtime.
 # pipenv never reaches a shipped stage; only /opt/venv is copied out of the builders.
-ARG PYTHON_IMAGE=python:3.11-slim
+ARG PYTHON_IMAGE=python:3.11-slim@sha256:90744cff8f32887f075c47d747a173ff333e9e98801667af93c357fa9f5e28ff
 
 # ---- base: shared by every stage ---------------------------------------------------------------
-# checkov:skip=CKV_DOCKER_7: the tag is pinned, via ARG PYTHON_IMAGE above (checkov does not expand ARGs)
+# checkov:skip=CKV_DOCKER_7: the base is pinned by digest, via ARG PYTHON_IMAGE above (checkov does not expand ARGs)
 FROM ${PYTHON_IMAGE} AS base
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

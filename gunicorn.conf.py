@@ -51,7 +51,7 @@ from ride_duration.config import Settings  # noqa: E402 - after the patch; pydan
 _settings = Settings()
 
 wsgi_app = "predict:app"
-bind = [f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '9696')}"]
+bind = [f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '9696')}"]  # noqa: S104 - in a container the port must listen on its interfaces; HOST=127.0.0.1 narrows it
 workers = int(os.environ.get("WEB_CONCURRENCY") or max(1, min(8, len(os.sched_getaffinity(0)))))
 worker_class = DEFAULT_WORKER_CLASS
 
@@ -90,7 +90,7 @@ logconfig_dict = {
 }
 
 # heartbeat files on tmpfs (gunicorn FAQ), not on the container's disk or a read-only root
-worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None  # noqa: S108 - a directory for gunicorn's heartbeat files (its FAQ), not a file name
 
 # gunicorn >= 25 opens a control socket under $HOME by default: not wanted in containers
 # (read-only root, no operator shell). Nothing here uses gunicornc.

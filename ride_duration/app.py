@@ -26,12 +26,13 @@ def create_app(overrides: t.Mapping[str, t.Any] | None = None) -> Flask:
 
     from . import errors, startup
     from .protocols import docs, mlflow_scoring, v2
-    from .web import access_log, api, body_deadline, metrics, prediction_log, request_id
+    from .web import access_log, api, auth, body_deadline, metrics, prediction_log, request_id
 
     access_log.init_app(app, settings)  # first: JSON logs before the model loads; its access line runs last
     errors.init_app(app)
     request_id.init_app(app)
     body_deadline.init_app(app, settings)  # 408 for bodies that trickle (after the request ID)
+    auth.init_app(app, settings)  # bearer tokens on the prediction routes when API_TOKENS_FILE is set
     holder = startup.init_app(app, settings)
     metrics.init_app(app, holder)
     prediction_log.init_app(app, settings)  # off unless PREDICTION_LOG_DIR is set

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     """Rotated prediction log files kept per worker (``.1`` newest .. ``.N`` oldest)."""
     prediction_log_queue: int = Field(10_000, ge=1)
     """Logged requests waiting for the writer thread; when full, new ones are dropped and counted."""
+    api_tokens_file: Path | None = None
+    """File of bearer tokens the prediction routes (``/predict``, ``/invocations``, V2 ``infer``) require:
+    one per line, the token or ``sha256:<hex>`` of it; re-read when it changes. Unset: no
+    authentication (docs/security.md)."""
     tlc_data_dir: Path = PROJECT_ROOT.parent / "shared" / "data"
     """Folder of local ``green_tripdata_YYYY-MM.parquet`` files (jobs); a month not there is downloaded."""
     tlc_download: bool = True
@@ -116,6 +120,12 @@ class Settings(BaseSettings):
     """Most header fields per request (gunicorn ``limit_request_fields``; 400 above it)."""
     limit_request_field_size: int = Field(8190, ge=64)
     """Longest header field in bytes, name and value (gunicorn ``limit_request_field_size``; 400 above it)."""
+
+    @field_validator("api_tokens_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """``API_TOKENS_FILE=`` (empty) means off, not the current directory."""
+        return None if value == "" else value
 
     @property
     def resolved_model_uri(self) -> str:

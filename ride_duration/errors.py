@@ -62,6 +62,13 @@ class InvalidInput(ServiceError):
     code = "invalid_input"
 
 
+class Unauthorized(ServiceError):
+    """No valid bearer token on a prediction route while ``API_TOKENS_FILE`` is set (web/auth.py)."""
+
+    status_code = 401
+    code = "unauthorized"
+
+
 class ModelNotReady(ServiceError):
     status_code = 503
     code = "model_not_ready"

@@ -7,9 +7,11 @@
 # It works on a bare Debian machine with no container registry (this project's sandbox):
 #   - installs docker.io / docker-compose / debootstrap with apt when missing (root or sudo),
 #   - starts its own dockerd (host networking only) when none answers, and stops only that one,
-#   - when the Dockerfile's base (python:3.11-slim) is missing and cannot be pulled, builds a
+#   - when the Dockerfile's base (python:3.11-slim@sha256:...) is missing and cannot be pulled, builds a
 #     stand-in: Debian bookworm's Python 3.11 via debootstrap, trusting the host's extra CA certs
-#     (for TLS-inspecting proxies), imported under the same tag. The Dockerfile is unchanged.
+#     (for TLS-inspecting proxies), imported under the tag without the digest (a local import has
+#     no registry digest); docker build and compose (an override file in $WORK) get
+#     PYTHON_IMAGE=<that tag>. The Dockerfile and the compose files are unchanged.
 # On a normal machine (e.g. GitHub Actions) it uses the running daemon and the real base image.
 #
 # Checks: /ready 200 with the bundled model; the reference ride gives a finite positive duration
@@ -168,6 +170,8 @@ lap "docker daemon"
 # --- 3. base image --------------------------------------------------------------------------------
 BASE=$(sed -n 's/^ARG PYTHON_IMAGE=//p' Dockerfile | head -1)
 [ -n "$BASE" ] || fail "no ARG PYTHON_IMAGE=... in Dockerfile"
+BASE_TAG=${BASE%@*}   # python:3.11-slim: what a stand-in can be tagged (an import has no digest)
+BUILD_ARGS=(); COMPOSE_STANDIN=""
 log "3. base image $BASE"
 build_standin() {
   command -v debootstrap >/dev/null || {
@@ -194,17 +198,27 @@ build_standin() {
   $SUDO sh -c ": > '$rootfs/etc/resolv.conf'"
   $SUDO tar -C "$rootfs" -c . | docker import \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-    --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' - "$BASE" >/dev/null
+    --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' - "$BASE_TAG" >/dev/null
   $SUDO rm -rf "$rootfs"
-  echo "stand-in $BASE: Debian bookworm $(docker run --rm --network host "$BASE" python3 -V 2>/dev/null)"
+  echo "stand-in $BASE_TAG: Debian bookworm $(docker run --rm --network host "$BASE_TAG" python3 -V 2>/dev/null)"
 }
 if [ "$REBUILD_BASE" != 1 ] && docker image inspect "$BASE" >/dev/null 2>&1; then
   echo "$BASE is in the local image store"
 elif [ "$REBUILD_BASE" != 1 ] && timeout 120 docker pull -q "$BASE" >/dev/null 2>&1; then
   echo "pulled $BASE"
 else
-  [ "$REBUILD_BASE" = 1 ] && echo "REBUILD_BASE=1: building the stand-in" || echo "$BASE cannot be pulled here: building a stand-in"
-  build_standin
+  # The stand-in carries the tag only, so every build (docker build, compose) is pointed at it.
+  if [ "$REBUILD_BASE" != 1 ] && [ "$BASE_TAG" != "$BASE" ] && docker image inspect "$BASE_TAG" >/dev/null 2>&1; then
+    echo "$BASE cannot be pulled here: using the local $BASE_TAG (a stand-in from an earlier run)"
+  else
+    [ "$REBUILD_BASE" = 1 ] && echo "REBUILD_BASE=1: building the stand-in" || echo "$BASE cannot be pulled here: building a stand-in"
+    build_standin
+  fi
+  BASE=$BASE_TAG
+  BUILD_ARGS=(--build-arg "PYTHON_IMAGE=$BASE_TAG")
+  COMPOSE_STANDIN=$WORK/compose.standin-base.yml   # the same for the compose stack's builds
+  { echo "services:"; for svc in mlflow train predict; do
+      printf '  %s:\n    build:\n      args:\n        PYTHON_IMAGE: "%s"\n' "$svc" "$BASE_TAG"; done; } >"$COMPOSE_STANDIN"
 fi
 BASE_BYTES=$(docker image inspect -f '{{.Size}}' "$BASE")
 lap "base image"
@@ -213,7 +227,7 @@ lap "base image"
 if [ "$BUILD_IMAGE" = 1 ]; then
   log "4. docker build -t $IMAGE ."
   NET=(); [ "$HOSTNET" = 1 ] && NET=(--network host)
-  docker build "${NET[@]}" -t "$IMAGE" . >"$WORK/build.log" 2>&1 || { tail -40 "$WORK/build.log"; fail "docker build"; }
+  docker build "${NET[@]}" "${BUILD_ARGS[@]}" -t "$IMAGE" . >"$WORK/build.log" 2>&1 || { tail -40 "$WORK/build.log"; fail "docker build"; }
   echo "built $IMAGE ($(grep -c -E '^Step [0-9]+/' "$WORK/build.log" || true) classic-builder steps, $(grep -c 'Using cache' "$WORK/build.log" || true) from cache; log: $WORK/build.log)"
   lap "docker build"
 else
@@ -338,6 +352,7 @@ if [ "$RUN_COMPOSE" = 1 ]; then
   else
     DATA_NOTE="the TLC's public files (download)"
   fi
+  [ -z "$COMPOSE_STANDIN" ] || COMPOSE_FILES+=(-f "$COMPOSE_STANDIN")
   log "8. compose: ${COMPOSE[*]} ${COMPOSE_FILES[*]} (training on $DATA_NOTE)"
   port_free "$PORT" || fail "port $PORT is taken"; port_free "$MLFLOW_PORT" || fail "port $MLFLOW_PORT is taken"
   "${COMPOSE[@]}" "${COMPOSE_FILES[@]}" -p "$PROJECT" down -v --remove-orphans >/dev/null 2>&1 || true

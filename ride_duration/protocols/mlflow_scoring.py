@@ -99,6 +99,7 @@ class MlflowError(BaseModel):
 # HTTP status of our errors → (MLflow error_code, status MLflow answers with it).
 MLFLOW_CODES: dict[int, tuple[str, int]] = {
     400: ("BAD_REQUEST", 400),
+    401: ("UNAUTHENTICATED", 401),
     404: ("ENDPOINT_NOT_FOUND", 404),
     405: ("BAD_REQUEST", 405),
     413: ("REQUEST_LIMIT_EXCEEDED", 413),

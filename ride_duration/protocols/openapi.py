@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from ..schemas import RIDE, RIDES
 from ..startup import get_holder
+from ..web import auth
 from . import mlflow_scoring as mlf
 from . import request_schemas, v2
 
@@ -323,13 +324,21 @@ def spec_version(app: Flask) -> str | None:
 def build_spec(app: Flask) -> dict[str, t.Any]:
     """The OpenAPI document for the routes ``app`` has, its limits and the model it serves."""
     table = operations(app.config["MAX_BATCH_SIZE"], app.config["SETTINGS"].model_name, spec_version(app))
+    protected = {r.rule for r in app.url_map.iter_rules() if r.endpoint in auth.PREDICTION_ENDPOINTS} \
+        if "api_tokens" in app.extensions else set()
     paths: dict[str, dict[str, t.Any]] = {}
     for rule, method in documented_routes(app):
         op = table.get((rule, method))
         if op is None:
             continue
         op = {**op, "responses": {code: {**r, "headers": REQUEST_ID} for code, r in op["responses"].items()}}
+        if rule in protected:
+            op = with_bearer_auth(op, rule)
         paths.setdefault(openapi_path(rule), {})[method] = op
+    components: dict[str, t.Any] = {"schemas": component_schemas(app.config["MAX_BATCH_SIZE"])}
+    if protected:
+        components["securitySchemes"] = {"bearerAuth": {"type": "http", "scheme": "bearer",
+                                                        "description": "A token from API_TOKENS_FILE"}}
     return {
         "openapi": OPENAPI_VERSION,
         "info": {"title": "NYC ride-duration prediction service", "version": "1",
@@ -337,5 +346,14 @@ def build_spec(app: Flask) -> dict[str, t.Any]:
         "tags": [{"name": n} for n in ("Predict", "MLflow scoring protocol", "Open Inference Protocol V2",
                                        "Operations", "Documentation")],
         "paths": dict(sorted(paths.items())),
-        "components": {"schemas": component_schemas(app.config["MAX_BATCH_SIZE"])},
+        "components": components,
     }
+
+
+def with_bearer_auth(op: dict[str, t.Any], rule: str) -> dict[str, t.Any]:
+    """An operation that needs a token (API_TOKENS_FILE): its security and its 401, in the path's shape."""
+    error = "V2Error" if rule.startswith("/v2") else "MlflowError" if rule == "/invocations" else "Error"
+    challenge = {"description": 'Bearer realm="ride-duration"', "schema": {"type": "string"}}
+    unauthorized = {**resp("No valid bearer token (API_TOKENS_FILE is set)", ref(error)),
+                    "headers": {**REQUEST_ID, "WWW-Authenticate": challenge}}
+    return {**op, "security": [{"bearerAuth": []}], "responses": {**op["responses"], "401": unauthorized}}

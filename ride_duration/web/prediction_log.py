@@ -75,7 +75,7 @@ class PredictionLog:
 
     def __call__(self, rides: t.Sequence[t.Mapping[str, t.Any]], predictions: t.Sequence[float],
                  model_version: str) -> None:
-        if self.sample_rate < 1.0 and random.random() >= self.sample_rate:
+        if self.sample_rate < 1.0 and random.random() >= self.sample_rate:  # noqa: S311 - log sampling, not a secret
             return
         if self.pid != os.getpid():
             self.start()

@@ -192,3 +192,63 @@ def test_k8s_deployment_matches_image_and_gunicorn(k8s_docs):
     assert {"MLFLOW_TRACKING_URI", "MODEL_URI", "MODEL_POLL_SECONDS", "MODEL_FALLBACK"} <= set(config)
     assert k8s_docs["HorizontalPodAutoscaler"]["apiVersion"] == "autoscaling/v2"
     assert {"Service", "PodDisruptionBudget", "NetworkPolicy"} <= set(k8s_docs)
+
+
+# --- supply chain (issue 18) ---------------------------------------------------------------------------
+
+PINNED_BASE = re.compile(r"^ARG PYTHON_IMAGE=(python:3\.11-slim)@sha256:[0-9a-f]{64}$", re.M)
+
+
+def test_the_base_image_is_pinned_by_digest_with_its_update_path():
+    text = (ROOT / "Dockerfile").read_text()
+    assert PINNED_BASE.search(text), "ARG PYTHON_IMAGE must be python:3.11-slim@sha256:<64 hex>"
+    assert "docker buildx imagetools inspect python:3.11-slim" in text  # how to move the pin
+    assert re.search(r"^FROM \$\{PYTHON_IMAGE\} AS base$", text, re.M)
+    assert "docker buildx imagetools inspect python:3.11-slim" in (ROOT / "docs" / "security.md").read_text()
+
+
+def test_container_test_builds_on_a_stand_in_when_the_digest_cannot_be_pulled(tmp_path):
+    """scripts/container-test.sh's base-image section, run with a stub `docker` on PATH (pure logic:
+    the real run needs a daemon): the digest is neither local nor pullable, the tag is (an earlier
+    stand-in), so the builds get PYTHON_IMAGE=<tag>, by argument and by a compose override file."""
+    script = (ROOT / "scripts" / "container-test.sh").read_text()
+    section = script[script.index("BASE=$(sed"):script.index("BASE_BYTES=")]
+    stub = tmp_path / "bin" / "docker"
+    stub.parent.mkdir()
+    stub.write_text('#!/bin/sh\necho "$*" >> "$CALLS"\ncase "$*" in\n'
+                    '  "image inspect python:3.11-slim") exit 0 ;;\n  *) exit 1 ;;\nesac\n')
+    stub.chmod(0o755)
+    work = tmp_path / "work"
+    work.mkdir()
+    probe = (f"set -euo pipefail\nlog() {{ :; }}\nfail() {{ echo FAIL; exit 1; }}\nREBUILD_BASE=0 SUDO= WORK={work}\n"
+             f"{section}\necho \"BASE=$BASE\"; echo \"ARGS=${{BUILD_ARGS[*]}}\"; echo \"OVERRIDE=$COMPOSE_STANDIN\"\n")
+    out = subprocess.run(["bash", "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                         env={"PATH": f"{stub.parent}:/usr/bin:/bin", "CALLS": str(tmp_path / "calls")})
+    assert out.returncode == 0, out.stdout + out.stderr
+    digest_ref = PINNED_BASE.search((ROOT / "Dockerfile").read_text())[0].split("=", 1)[1]
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert calls[:2] == [f"image inspect {digest_ref}", f"pull -q {digest_ref}"]
+    assert "BASE=python:3.11-slim\n" in out.stdout
+    assert "ARGS=--build-arg PYTHON_IMAGE=python:3.11-slim\n" in out.stdout
+    override = yaml.safe_load((work / "compose.standin-base.yml").read_text())
+    assert {svc: o["build"]["args"]["PYTHON_IMAGE"] for svc, o in override["services"].items()} == {
+        "mlflow": "python:3.11-slim", "train": "python:3.11-slim", "predict": "python:3.11-slim"}
+
+
+def test_the_workflow_audits_every_lock_category_strictly_before_the_tests():
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())
+    steps = workflow["jobs"]["test"]["steps"]
+    names = [s.get("name", "") for s in steps]
+    audit = next(i for i, n in enumerate(names) if n.startswith("Audit the lock"))
+    tests = next(i for i, n in enumerate(names) if n.startswith("Test suite"))
+    assert audit < tests
+    run_script = steps[audit]["run"]
+    assert "pip-audit --strict" in run_script and "--categories" in run_script
+    assert "|| status=1" in run_script and 'exit "$status"' in run_script  # every category, then fail
+    # The category list comes from the lock itself: evaluate the step's own one-liner here.
+    (one_liner,) = re.findall(r"python3 -c '([^']+)'", run_script)
+    listed = subprocess.run([sys.executable, "-c", one_liner], cwd=ROOT, capture_output=True, text=True,
+                            check=True).stdout.split()
+    lock = json.loads((ROOT / "Pipfile.lock").read_text())
+    assert len(listed) == len(lock) - 1 and {"packages", "dev-packages", "iac"} <= set(listed)
+    assert "publish" in workflow["jobs"] and "test" in workflow["jobs"]["publish"]["needs"]

@@ -262,7 +262,10 @@ def test_notes_name_the_model_and_the_check_commands(helm_home, tmp_path) -> Non
     assert "models:/nyc-taxi-ride-duration@accept" in out
     assert "helm test ride-duration -n ride-duration-accept" in out
     assert "curl -s -X POST https://ride-duration.accept.example.com/predict" in out
-    assert "port-forward" not in out
+    # /model is not on the ingress: the notes reach it through a port-forward, never the public host
+    assert "https://ride-duration.accept.example.com/model" not in out
+    assert "port-forward svc/ride-duration 9696:80" in out and "http://127.0.0.1:9696/model" in out
+    assert "kubectl label namespace ride-duration-accept pod-security.kubernetes.io/enforce=restricted" in out
     out = render_notes(helm_home, tmp_path / "default", "-n", "ride-duration")
     assert "port-forward svc/ride-duration 9696:80" in out and "http://127.0.0.1:9696/predict" in out
 
@@ -291,3 +294,304 @@ def test_helm_test_hook_posts_one_ride_and_fails_on_a_wrong_answer(renders, tmp_
                           env={"PREDICT_URL": f"http://127.0.0.1:{free_port()}/predict"},
                           capture_output=True, text=True, timeout=60)
     assert down.returncode != 0
+
+
+# --- the edge: network policies, ingress, pod security, API tokens (issue 18) ---------------------------
+
+def selects(selector: dict[str, t.Any] | None, labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels and matchExpressions) applied to ``labels``."""
+    if selector is None:
+        return True
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expr in selector.get("matchExpressions", []):
+        key, op, values = expr["key"], expr["operator"], expr.get("values", [])
+        if not {"In": key in labels and labels[key] in values, "NotIn": labels.get(key) not in values,
+                "Exists": key in labels, "DoesNotExist": key not in labels}[op]:
+            return False
+    return True
+
+
+def peer_admits(peer: dict[str, t.Any], ns: dict[str, str], pod: dict[str, str], own_ns: str) -> bool:
+    if "ipBlock" in peer:
+        return False  # these tests ask about pods; addresses are checked separately
+    if "namespaceSelector" in peer:
+        in_ns = selects(peer["namespaceSelector"], ns)
+    else:
+        in_ns = ns.get("kubernetes.io/metadata.name") == own_ns
+    return in_ns and selects(peer.get("podSelector"), pod)
+
+
+def allowed(policy: dict[str, t.Any], direction: str, ns: str, pod: dict[str, str], port: int,
+            own_ns: str = "") -> bool:
+    """Whether ``policy`` lets traffic from/to a pod (labels ``pod``) in namespace ``ns`` on ``port``."""
+    key, peers_key = ("ingress", "from") if direction == "in" else ("egress", "to")
+    ns_labels = {"kubernetes.io/metadata.name": ns}
+    for rule in policy["spec"].get(key) or []:
+        ports = [p["port"] for p in rule.get("ports", [])]
+        if ports and port not in ports:
+            continue
+        peers = rule.get(peers_key)
+        if not peers or any(peer_admits(p, ns_labels, pod, own_ns) for p in peers):
+            return True
+    return False
+
+
+def all_policies(renders: dict[str | None, str], kustomized: dict[str | None, str]) -> dict[str, dict[str, t.Any]]:
+    """Every NetworkPolicy the project ships: both renders of every environment, stream and retrain."""
+    found = {}
+    for side, texts in (("helm", renders), ("kustomize", kustomized)):
+        for env, text in texts.items():
+            for o in docs(text):
+                if o["kind"] == "NetworkPolicy":
+                    found[f"{side}/{env or 'default'}/{o['metadata']['name']}"] = o
+    for extra in ("k8s/stream", "k8s/retrain"):
+        for o in docs(run(tool("kubectl"), "kustomize", extra)):
+            if o["kind"] == "NetworkPolicy":
+                found[f"{extra}/{o['metadata']['name']}"] = o
+    return found
+
+
+def test_every_network_policy_rule_names_its_peers(renders, kustomized) -> None:
+    """A rule without from/to admits any pod or address: none may exist, in any render."""
+    policies = all_policies(renders, kustomized)
+    assert len(policies) >= 2 * 5 + 2 + 5 * 2  # api per render, stream, retrain, the 2 test hooks per helm render
+    for name, policy in policies.items():
+        spec = policy["spec"]
+        assert set(spec["policyTypes"]) >= {"Ingress"}, name
+        for rule in spec.get("ingress") or []:
+            assert rule.get("from"), f"{name}: an ingress rule admits everybody"
+        for rule in spec.get("egress") or []:
+            assert rule.get("to"), f"{name}: an egress rule allows every address"
+            for peer in rule["to"]:
+                if "ipBlock" in peer:  # only public addresses: no cluster ranges, no cloud metadata
+                    assert peer["ipBlock"]["cidr"] != "0.0.0.0/0" or {"10.0.0.0/8", "169.254.0.0/16"} <= set(
+                        peer["ipBlock"].get("except", [])), name
+
+
+API = {"app.kubernetes.io/name": "ride-duration", "app.kubernetes.io/instance": "ride-duration",
+       "app.kubernetes.io/part-of": "nyc-taxi", "app.kubernetes.io/component": "api"}
+
+
+@pytest.mark.parametrize("env", [None, *ENVS], ids=lambda e: e or "default")
+def test_the_api_admits_only_the_ingress_controller_and_prometheus_and_reaches_only_dns_and_mlflow(
+        renders, kustomized, env) -> None:
+    for side, text in (("helm", renders[env]), ("kustomize", kustomized[env])):
+        (policy,) = [o for o in docs(text) if o["kind"] == "NetworkPolicy"
+                     and "helm.sh/hook" not in o["metadata"].get("annotations", {})]
+        assert selects(policy["spec"]["podSelector"], API), side
+        own = namespace(env)
+        ingress_nginx = {"app.kubernetes.io/name": "ingress-nginx"}
+        prometheus = {"app.kubernetes.io/name": "prometheus"}
+        assert allowed(policy, "in", "ingress-nginx", ingress_nginx, 9696), side
+        assert allowed(policy, "in", "monitoring", prometheus, 9696), side
+        assert not allowed(policy, "in", "ingress-nginx", ingress_nginx, 8080), side  # the HTTP port only
+        assert not allowed(policy, "in", own, API, 9696, own), side  # not even a neighbour
+        assert not allowed(policy, "in", own, {"app": "anything"}, 9696, own), side
+        assert not allowed(policy, "in", "default", ingress_nginx, 9696), side  # right pod label, wrong namespace
+        assert not allowed(policy, "in", "ingress-nginx", prometheus, 9696), side
+        mlflow = {"app.kubernetes.io/name": "mlflow"}
+        assert allowed(policy, "out", "mlflow", mlflow, 5000), side
+        assert allowed(policy, "out", "kube-system", {"k8s-app": "kube-dns"}, 53), side
+        assert not allowed(policy, "out", "mlflow", mlflow, 443), side
+        assert not allowed(policy, "out", "mlflow", API, 5000), side  # kustomize must not rewrite the peer
+        assert not allowed(policy, "out", own, API, 5000, own), side
+        assert not allowed(policy, "out", "kube-system", {"k8s-app": "kube-dns"}, 443), side
+        addresses = [p for r in policy["spec"].get("egress", []) for p in r["to"] if "ipBlock" in p]
+        assert addresses == [], side  # the artifact store is a value, empty by default
+
+
+def test_the_stream_and_retrain_policies_reach_only_their_peers() -> None:
+    (stream,) = [o for o in docs(run(tool("kubectl"), "kustomize", "k8s/stream")) if o["kind"] == "NetworkPolicy"]
+    assert allowed(stream, "in", "monitoring", {"app.kubernetes.io/name": "prometheus"}, 9102)
+    assert not allowed(stream, "in", "ride-duration", API, 9102, "ride-duration")
+    assert allowed(stream, "out", "kafka", {"app.kubernetes.io/name": "kafka"}, 9092)
+    assert allowed(stream, "out", "mlflow", {"app.kubernetes.io/name": "mlflow"}, 5000)
+    assert not allowed(stream, "out", "mlflow", {"app.kubernetes.io/name": "ride-duration"}, 5000)
+    assert not allowed(stream, "out", "kafka", {"app.kubernetes.io/name": "kafka"}, 443)
+    (retrain,) = [o for o in docs(run(tool("kubectl"), "kustomize", "k8s/retrain")) if o["kind"] == "NetworkPolicy"]
+    assert retrain["spec"]["ingress"] == []
+    assert allowed(retrain, "out", "mlflow", {"app.kubernetes.io/name": "mlflow"}, 5000)
+    (https,) = [r for r in retrain["spec"]["egress"] if r["ports"] == [{"port": 443, "protocol": "TCP"}]]
+    (block,) = [p["ipBlock"] for p in https["to"]]
+    assert "169.254.0.0/16" in block["except"] and "10.0.0.0/8" in block["except"]
+
+
+def test_the_artifact_store_peers_are_a_value_and_a_peer_without_ports_is_refused(helm_home, tmp_path) -> None:
+    o = objects(helm_render(helm_home, "prod", "--set-json",
+                            'networkPolicy.egress.artifactStore.to=[{"ipBlock":{"cidr":"52.218.0.0/17"}}]'))
+    egress = o["NetworkPolicy"]["spec"]["egress"]
+    assert egress[-1] == {"to": [{"ipBlock": {"cidr": "52.218.0.0/17"}}], "ports": [{"port": 443, "protocol": "TCP"}]}
+    none = objects(helm_render(helm_home, "prod", "--set-json", "networkPolicy.ingressFrom=[]",
+                               "--set-json", "networkPolicy.egress.mlflow.to=[]"))["NetworkPolicy"]["spec"]
+    assert none["ingress"] == [] and [r["ports"][0]["port"] for r in none["egress"]] == [53]  # deny, not "any"
+    values = tmp_path / "portless.yaml"
+    values.write_text("networkPolicy:\n  egress:\n    artifactStore:\n      to: [{ipBlock: {cidr: 10.1.0.0/16}}]\n"
+                      "      ports: []\n")
+    proc = subprocess.run([str(HELM), "template", RELEASE, str(CHART), "-f", str(values)], capture_output=True,
+                          text=True, env={"HOME": str(helm_home), "PATH": "/usr/bin:/bin"}, timeout=120)
+    assert proc.returncode != 0 and "peers without ports would allow every port" in proc.stderr
+
+
+def routed(ingress: dict[str, t.Any], path: str) -> bool:
+    """Kubernetes' Ingress path matching: Exact is equality, Prefix matches whole path elements."""
+    for rule in ingress["spec"]["rules"]:
+        for p in rule["http"]["paths"]:
+            if p["pathType"] == "Exact" and path == p["path"]:
+                return True
+            if p["pathType"] == "Prefix":
+                prefix = [e for e in p["path"].split("/") if e]
+                if [e for e in path.split("/") if e][:len(prefix)] == prefix:
+                    return True
+    return False
+
+
+def app_routes() -> list[tuple[str, str]]:
+    """(an example path, its endpoint) for every route of the real app."""
+    from ride_duration.app import create_app
+
+    app = create_app({"mlflow_tracking_uri": None})
+    return [(re.sub(r"<[^>]+>", "x", r.rule), r.endpoint) for r in app.url_map.iter_rules()]
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_the_ingress_publishes_the_prediction_routes_and_nothing_else_over_tls(renders, kustomized, env) -> None:
+    from ride_duration.web.auth import PREDICTION_ENDPOINTS
+
+    routes = app_routes()
+    for side, text in (("helm", renders[env]), ("kustomize", kustomized[env])):
+        ingress = objects(text)["Ingress"]
+        for path, endpoint in routes:
+            published = routed(ingress, path)
+            if endpoint in PREDICTION_ENDPOINTS:
+                assert published, f"{side}/{env}: {path} ({endpoint}) is not on the ingress"
+            elif not path.startswith("/v2"):  # the V2 protocol's health and metadata ride along with infer
+                assert not published, f"{side}/{env}: {path} ({endpoint}) must stay inside the cluster"
+        for inside in ("/metrics", "/model", "/docs", "/docs/swagger-ui.css", "/openapi.json", "/ready", "/"):
+            assert not routed(ingress, inside), (side, env, inside)
+        hosts = {r["host"] for r in ingress["spec"]["rules"]}
+        covered = {h for entry in ingress["spec"].get("tls", []) for h in entry["hosts"]}
+        assert hosts and hosts <= covered, f"{side}/{env}: hosts without TLS: {hosts - covered}"
+        assert all(entry["secretName"] for entry in ingress["spec"]["tls"])
+
+
+@pytest.mark.parametrize("path", ["/", "/metrics", "/model/"])
+def test_the_chart_refuses_to_publish_an_internal_route(helm_home, tmp_path, path) -> None:
+    values = tmp_path / "open.yaml"
+    values.write_text(f"ingress:\n  enabled: true\n  hosts:\n    - host: a.example.com\n      paths:\n"
+                      f"        - path: {path}\n")
+    proc = subprocess.run([str(HELM), "template", RELEASE, str(CHART), "-f", str(values)], capture_output=True,
+                          text=True, env={"HOME": str(helm_home), "PATH": "/usr/bin:/bin"}, timeout=120)
+    assert proc.returncode != 0 and "would publish an internal route" in proc.stderr
+
+
+@pytest.mark.parametrize("env", [None, *ENVS], ids=lambda e: e or "default")
+def test_the_namespace_enforces_the_restricted_pod_security_profile(kustomized, env) -> None:
+    (ns,) = [o for o in docs(kustomized[env]) if o["kind"] == "Namespace"]
+    assert ns["metadata"]["name"] == namespace(env)
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def restricted_violations(pod: dict[str, t.Any]) -> list[str]:
+    """What the Pod Security Standard "restricted" (v1.30) refuses, for one pod spec."""
+    out = []
+    psc = pod.get("securityContext", {})
+    for flag in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(flag):
+            out.append(flag)
+    allowed_volumes = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                       "projected", "secret"}
+    for volume in pod.get("volumes", []):
+        kinds = set(volume) - {"name"}
+        if not kinds <= allowed_volumes:
+            out.append(f"volume {volume['name']}: {kinds}")
+    for c in pod.get("initContainers", []) + pod["containers"]:
+        sc = c.get("securityContext", {})
+        if sc.get("privileged"):
+            out.append(f"{c['name']}: privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            out.append(f"{c['name']}: allowPrivilegeEscalation must be false")
+        if "ALL" not in sc.get("capabilities", {}).get("drop", []):
+            out.append(f"{c['name']}: capabilities must drop ALL")
+        if set(sc.get("capabilities", {}).get("add", [])) - {"NET_BIND_SERVICE"}:
+            out.append(f"{c['name']}: capabilities added")
+        if not sc.get("runAsNonRoot", psc.get("runAsNonRoot")):
+            out.append(f"{c['name']}: runAsNonRoot")
+        if sc.get("runAsUser", psc.get("runAsUser")) == 0:
+            out.append(f"{c['name']}: runAsUser 0")
+        seccomp = sc.get("seccompProfile", psc.get("seccompProfile", {})).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            out.append(f"{c['name']}: seccompProfile {seccomp}")
+        if any("hostPort" in p for p in c.get("ports", [])):
+            out.append(f"{c['name']}: hostPort")
+    return out
+
+
+def pod_specs(o: dict[str, t.Any]) -> dict[str, t.Any] | None:
+    kind = o["kind"]
+    if kind == "Pod":
+        return o["spec"]
+    if kind in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+        return o["spec"]["template"]["spec"]
+    if kind == "CronJob":
+        return o["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return None
+
+
+def test_every_pod_the_project_ships_meets_the_restricted_profile(renders, kustomized, secrets_render) -> None:
+    texts = [*renders.values(), *kustomized.values(), secrets_render,
+             run(tool("kubectl"), "kustomize", "k8s/stream"), run(tool("kubectl"), "kustomize", "k8s/retrain")]
+    pods = [(o["kind"], o["metadata"]["name"], spec) for text in texts for o in docs(text)
+            if (spec := pod_specs(o)) is not None]
+    assert {kind for kind, _, _ in pods} == {"Deployment", "Pod", "CronJob"}
+    problems = [f"{kind}/{name}: {v}" for kind, name, spec in pods for v in restricted_violations(spec)]
+    assert not problems, problems
+    worse = copy.deepcopy(pods[0][2])
+    worse["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
+    worse["volumes"].append({"name": "host", "hostPath": {"path": "/"}})
+    assert len(restricted_violations(worse)) == 2  # the checker does catch what it looks for
+
+
+def test_api_tokens_from_a_secret_reach_the_service_and_the_test_pod(helm_home) -> None:
+    text = helm_render(helm_home, "prod", "--set", "auth.existingSecret=api-tokens")
+    o = objects(text)
+    pod = o["Deployment"]["spec"]["template"]["spec"]
+    (api,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in api["env"]}
+    mount = {m["name"]: m for m in api["volumeMounts"]}["api-tokens"]
+    assert mount["readOnly"] is True
+    assert env["API_TOKENS_FILE"] == f"{mount['mountPath']}/tokens"
+    assert {"name": "api-tokens", "secret": {"secretName": "api-tokens", "items": [
+        {"key": "tokens", "path": "tokens"}]}} in pod["volumes"]
+    (test_pod,) = [d for d in docs(text) if d["kind"] == "Pod"]
+    test_env = {e["name"]: e for e in test_pod["spec"]["containers"][0]["env"]}
+    assert test_env["AUTH_REQUIRED"]["value"] == "true"
+    assert test_env["API_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "api-tokens", "key": "test-token",
+                                                                   "optional": True}
+    run(tool("kubernetes-validate"), "--strict", "-", stdin=text)
+    notes = objects(helm_render(helm_home, "prod"))["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert "API_TOKENS_FILE" not in {e["name"] for e in notes["env"]}  # off by default
+
+
+def test_helm_test_hook_with_api_tokens_sends_the_test_token_or_expects_401(renders, tmp_path_factory) -> None:
+    """The hook's script against real gunicorn with API_TOKENS_FILE: with the test token it predicts,
+    without one it passes only on a 401, with a wrong one it fails."""
+    from tests.support import running
+
+    (pod,) = [o for o in docs(renders["prod"]) if o["kind"] == "Pod"]
+    script = pod["spec"]["containers"][0]["command"][2]
+    tokens = tmp_path_factory.mktemp("api-tokens") / "tokens"
+    tokens.write_text("hook-test-token-9c1e\n")
+    with running(tmp_path_factory, {"MLFLOW_TRACKING_URI": "", "API_TOKENS_FILE": str(tokens)}, workers=1) as srv:
+        def hook(**env: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([tool("python"), "-c", script], env={"PREDICT_URL": srv.url + "/predict", **env},
+                                  capture_output=True, text=True, timeout=60)
+
+        good = hook(AUTH_REQUIRED="true", API_TOKEN="hook-test-token-9c1e")
+        assert good.returncode == 0 and good.stdout.startswith("200 {'duration': "), good.stdout + good.stderr
+        anonymous = hook(AUTH_REQUIRED="true")
+        assert anonymous.returncode == 0 and anonymous.stdout.startswith("401 "), anonymous.stdout
+        wrong = hook(AUTH_REQUIRED="true", API_TOKEN="not-the-token")
+        assert wrong.returncode != 0 and wrong.stdout.startswith("401 ")
+        unexpected = hook()  # auth on in the service but the chart thinks it is off: a failed test
+        assert unexpected.returncode != 0

@@ -117,7 +117,7 @@ def test_handoff_round_trip_and_refuses_a_shared_directory(tmp_path, monkeypatch
     assert (key, restored_target, restored.version, rejected) == ("m/7", target, model.version, {"m/8": "NaN"})
     assert restored.predict(list(GOLDEN_RIDES)) == model.predict(list(GOLDEN_RIDES))
 
-    os.chmod(handoff.dir, 0o777)  # someone else could have written it: never unpickle
+    os.chmod(handoff.dir, 0o777)  # someone else could have written it: never unpickle  # noqa: S103 - world-writable on purpose: it must be refused
     assert handoff.read() == (None, {})
     handoff.clear()
     os.chmod(handoff.dir, 0o700)
