@@ -43,6 +43,16 @@ class Settings(BaseSettings):
     """How often to re-resolve ``model_uri``; 0 disables the watcher."""
     model_load_timeout: float = Field(5.0, gt=0)
     """Seconds the registry may take at start-up before falling back."""
+    allow_pickle_models: bool = False
+    """UNSAFE: accept pickled (``pickle``/``cloudpickle``) models from the registry, and a bundled model
+    file whose sha256 cannot be checked. Unpickling runs whatever code the file carries: anyone who can
+    write to the registry could then run commands in every serving pod. Off: such versions are refused."""
+    model_signing_key: str | None = None
+    """Ed25519 public key(s) that sign registered models: PEM text or the path of a PEM file (several
+    keys allowed, for a rotation). When set, an unsigned or wrongly signed version is refused."""
+    model_signing_private_key: str | None = None
+    """Trainer/CI only, never the service: the Ed25519 private key (path of an unencrypted PKCS#8 PEM
+    file, or the PEM text) that ``train.py --register``, ``retrain`` and ``promote`` sign new versions with."""
     max_batch_size: int = Field(10_000, ge=1)
     """Most rides accepted in one request."""
     max_content_length: int = Field(8 * 1024 * 1024, ge=1024)

@@ -109,7 +109,7 @@ def load_registered(settings: Settings, uri: str) -> LoadedModel:
     client = client_for(settings.mlflow_tracking_uri)
     try:
         target = fetch.resolve(client, uri)
-        model = fetch.load(client, target)
+        model = fetch.load(client, target, fetch.LoadPolicy.from_settings(settings))
     except (fetch.RegistryUnavailable, fetch.CandidateRejected) as exc:
         raise ModelLoadError(f"{uri}: {exc}") from exc
     log.info("model_loaded %s from %s", model.version, uri,

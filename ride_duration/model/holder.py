@@ -27,6 +27,8 @@ class ModelHolder:
         self.current: LoadedModel | None = None
         self.reason: str | None = "model not loaded yet"
         self.events: dict[str, t.Any] = {}
+        self.refused: dict[str, dict[str, t.Any]] = {}
+        """Versions this process refused (never swapped in), by version: ``{"version", "reason", "code"}``."""
         self.listeners: list[Listener] = []
         self._lock = threading.Lock()
 
@@ -45,6 +47,11 @@ class ModelHolder:
             self.reason = None
         self.emit(event, model_version=model.version, source=model.source,
                   previous_version=previous.version if previous else None, **fields)
+
+    def refuse(self, version: str, reason: str, code: str = "invalid", **fields: t.Any) -> None:
+        """Record that ``version`` was refused and why; the serving model stays as it is."""
+        self.refused[version] = {"version": version, "reason": reason, "code": code}
+        self.emit("model_rejected", version=version, reason=reason, code=code, **fields)
 
     def fail(self, reason: str) -> None:
         """Record why no model is serving (only meaningful while none is)."""
@@ -72,9 +79,15 @@ class ModelHolder:
 
 
 def load_bundled(settings: Settings, holder: ModelHolder, note: str | None = None) -> bool:
-    """Load ``MODEL_PATH`` into ``holder``; on failure record why and return False."""
+    """Load ``MODEL_PATH`` into ``holder``; on failure record why and return False.
+
+    A path the operator named (``MODEL_PATH`` set, or a job's ``--model-path``) is trusted as
+    named; the bundled default must have a digest to check unless ``ALLOW_PICKLE_MODELS=true``.
+    """
+    explicit = "model_path" in settings.model_fields_set
     try:
-        model = load_file(settings.model_path, settings.model_sha256, source="bundled")
+        model = load_file(settings.model_path, settings.model_sha256, source="bundled",
+                          require_digest=not (explicit or settings.allow_pickle_models))
     except ModelLoadError as exc:
         holder.fail(str(exc))
         return False

@@ -1,7 +1,10 @@
 """Loading a pickled ``(DictVectorizer, regressor)`` file, integrity first.
 
-The sha256 is checked *before* unpickling (a pickle can run code): the expected
-digest comes from ``MODEL_SHA256`` or from ``metadata.json`` beside the file. The feature
+Local files are trusted as the image or the operator put them there, but checked: the sha256
+is verified *before* unpickling (a pickle can run code): the expected digest comes from
+``MODEL_SHA256`` or from ``metadata.json`` beside the file. The bundled default without either
+is refused (:func:`load_file`'s ``require_digest``); a file the operator names in
+``MODEL_PATH`` loads with a warning. The feature
 step the model needs is ``metadata.json``'s ``"feature_step"``; a file without one (the
 course's ``lin_reg.bin``) gets the course's step.
 """
@@ -60,10 +63,16 @@ def unpickle_pair(blob: bytes) -> tuple[t.Any, t.Any, list[str]]:
     return obj[0], obj[1], notes
 
 
-def load_file(path: Path, expected_sha256: str | None = None, source: str = "bundled") -> LoadedModel:
+def load_file(path: Path, expected_sha256: str | None = None, source: str = "bundled",
+              require_digest: bool = False) -> LoadedModel:
     """Load and check a model file.
 
-    :raises ModelLoadError: missing file, digest mismatch, bad content or failed self-test.
+    ``require_digest``: refuse a file whose sha256 cannot be checked (no ``expected_sha256``, no
+    ``metadata.json`` naming it) instead of unpickling it with a warning; the service sets it for
+    the bundled default path, which nobody named explicitly.
+
+    :raises ModelLoadError: missing file, digest mismatch or no digest to check when one is required,
+        bad content or failed self-test.
     """
     path = Path(path)
     try:
@@ -74,6 +83,11 @@ def load_file(path: Path, expected_sha256: str | None = None, source: str = "bun
     digest = sha256_bytes(blob)
     expected = expected_sha256 or meta.get("sha256")
     load_warnings: list[str] = []
+    if expected is None and require_digest:
+        raise ModelLoadError(
+            f"{path.name}: no sha256 to check it against (no MODEL_SHA256, no metadata.json beside it); refusing "
+            "to unpickle an unverified bundled file. Set MODEL_SHA256, name the file in MODEL_PATH, or set "
+            "ALLOW_PICKLE_MODELS=true (unsafe)")
     if expected is None:
         load_warnings.append("no expected sha256 (MODEL_SHA256 or metadata.json): integrity not verified")
     elif digest != expected.lower():

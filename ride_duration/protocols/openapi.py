@@ -78,6 +78,14 @@ class Health(BaseModel):
     status: t.Literal["ok"]
 
 
+class Refusal(BaseModel):
+    version: str
+    reason: str
+    code: str | None = None
+    """Why, as a word: ``pickle_refused``, ``unsigned``, ``bad_signature``, ``digest_mismatch``,
+    ``unsafe_types`` or ``invalid``."""
+
+
 class Readiness(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -87,11 +95,14 @@ class Readiness(BaseModel):
     sha256: str | None = None
     sklearn_version: str | None = None
     warnings: list[str]
+    refused: list[Refusal] | None = None
+    """Registry versions this worker refused to serve (it kept the model above), and why."""
 
 
 class NotReady(BaseModel):
     status: t.Literal["not_ready"]
     reason: str | None
+    refused: list[Refusal] | None = None
 
 
 class ModelCard(BaseModel):
@@ -118,7 +129,7 @@ class ModelCard(BaseModel):
 
 
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
-    Error, Prediction, Predictions, Health, Readiness, NotReady, ModelCard,
+    Error, Prediction, Predictions, Health, Refusal, Readiness, NotReady, ModelCard,
     mlf.MlflowPredictions, mlf.MlflowError,
     v2.ServerMetadata, v2.ServerLive, v2.ServerReady, v2.ModelReady, v2.ModelMetadata,
     v2.InferenceResponse, v2.V2Error,

@@ -1,9 +1,12 @@
 """Resolving a model URI in the MLflow registry and fetching it as a checked ``LoadedModel``.
 
-mlflow-skinny only: registry calls and artifact downloads (``MLmodel``, the pickled pipeline,
-the input example); no pyfunc, no pandas. The pickle's sha256 is checked against the model
-version's ``model_sha256`` tag before unpickling. Two kinds of failure: the registry could
-not be asked (:class:`RegistryUnavailable`, try again later) or the model is not fit to
+mlflow-skinny only: registry calls and artifact downloads (``MLmodel``, the model file, the
+input example); no pyfunc, no pandas. Nothing from the registry runs code here: the model
+file must be skops (read against :data:`.safe_format.MODEL_TYPES`; a pickle is refused
+unless ``ALLOW_PICKLE_MODELS=true``), and its sha256 is checked against the version's
+``model_sha256`` tag and, with ``MODEL_SIGNING_KEY``, its Ed25519 signature (:mod:`.signing`)
+before it is deserialized. Two kinds of failure: the registry could not be asked
+(:class:`RegistryUnavailable`, try again later) or the model is not fit or not trusted to
 serve (:class:`CandidateRejected`, don't try this version again).
 """
 
@@ -25,10 +28,13 @@ import sklearn
 
 from ..model.loading import sha256_bytes
 from ..model.predictor import LoadedModel, ModelCheckError
+from . import safe_format, signing
 from .mlflow_model import FEATURE_STEP_TAG, SHA256_TAG, example_rides, pipeline_step, split_pipeline
 
 if t.TYPE_CHECKING:
     from mlflow import MlflowClient
+
+    from ..config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +49,15 @@ class RegistryUnavailable(Exception):
 
 
 class CandidateRejected(Exception):
-    """The model the URI points at is not fit to serve; don't try this one again."""
+    """The model the URI points at is not fit to serve, or not trusted; don't try this one again.
+
+    ``code`` is a stable, bounded word for metrics: ``pickle_refused``, ``unsigned``,
+    ``bad_signature``, ``digest_mismatch``, ``unsafe_types``, or ``invalid`` (fails the checks).
+    """
+
+    def __init__(self, message: str, code: str = "invalid") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,14 +166,76 @@ def run_metrics(client: MlflowClient, run_id: str | None, warnings_out: list[str
         return None
 
 
-def load(client: MlflowClient, target: Target) -> LoadedModel:
-    """Download, verify, unpickle and check the model at ``target``.
+PICKLE_FORMATS = ("pickle", "cloudpickle")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadPolicy:
+    """What the service accepts from the registry (from ``ALLOW_PICKLE_MODELS`` and ``MODEL_SIGNING_KEY``)."""
+
+    allow_pickle: bool = False
+    keys: t.Mapping[str, t.Any] = dataclasses.field(default_factory=dict)
+    """Trusted Ed25519 public keys by key id; empty: signatures are not required."""
+    key_error: str | None = None
+    """Why ``MODEL_SIGNING_KEY`` could not be read: then every version is refused (fail closed)."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LoadPolicy:
+        keys: dict[str, t.Any] = {}
+        error = None
+        if settings.model_signing_key:
+            try:
+                keys = signing.public_keys(settings.model_signing_key)
+            except signing.SigningKeyError as exc:
+                error = str(exc)
+                log.error("MODEL_SIGNING_KEY is unusable, every registry version will be refused: %s", exc)
+        return cls(allow_pickle=settings.allow_pickle_models, keys=keys, key_error=error)
+
+
+@dataclasses.dataclass
+class Fetched:
+    """A version's files, downloaded and verified (format, digest, signature), not yet deserialized."""
+
+    target: Target
+    mlmodel: dict[str, t.Any]
+    fmt: str
+    blob: bytes
+    digest: str
+    verified: bool
+    signed_by: str | None
+    example: t.Any
+    metrics: dict[str, float] | None
+    notes: list[str]
+
+
+def load(client: MlflowClient, target: Target, policy: LoadPolicy | None = None) -> LoadedModel:
+    """Download, verify, deserialize and check the model at ``target`` (:func:`fetch` then :func:`build`).
 
     :raises RegistryUnavailable: the artifacts could not be fetched (transient).
-    :raises CandidateRejected: the artifacts are not a servable model (permanent).
+    :raises CandidateRejected: the artifacts are not a servable model, or not a trusted one (permanent).
+    """
+    return build(fetch(client, target, policy))
+
+
+def fetch(client: MlflowClient, target: Target, policy: LoadPolicy | None = None) -> Fetched:
+    """Every registry call of a load: download and verify, deserialize nothing.
+
+    Order matters: the format is judged from ``MLmodel`` before the model file is fetched (a
+    pickle is refused unless ``policy.allow_pickle``), and the file's sha256 and signature are
+    checked here, before :func:`build` deserializes a byte of it.
+
+    :raises RegistryUnavailable: the artifacts could not be fetched (transient).
+    :raises CandidateRejected: the version is not a trusted model (permanent).
     """
     import yaml
 
+    if policy is None:
+        from ..config import Settings
+
+        policy = LoadPolicy.from_settings(Settings())
+    if policy.key_error:
+        raise CandidateRejected(f"MODEL_SIGNING_KEY is unusable ({policy.key_error}): refusing every version",
+                                code="bad_signature")
     notes: list[str] = []
     base = target.artifact_uri.rstrip("/")
     with tempfile.TemporaryDirectory(prefix="ride-duration-model-") as tmp:
@@ -167,56 +243,107 @@ def load(client: MlflowClient, target: Target) -> LoadedModel:
         flavor = (mlmodel.get("flavors") or {}).get("sklearn")
         if not flavor:
             raise CandidateRejected("not an sklearn-flavour MLflow model")
-        if flavor.get("serialization_format", "cloudpickle") not in ("cloudpickle", "pickle"):
-            raise CandidateRejected(f"serialization format {flavor.get('serialization_format')!r} is not "
-                                    "supported by the service; log with serialization_format='cloudpickle'")
-        blob = download(f"{base}/{flavor.get('pickled_model', 'model.pkl')}", tmp).read_bytes()
+        fmt = str(flavor.get("serialization_format", "pickle"))
+        if fmt in PICKLE_FORMATS and not policy.allow_pickle:
+            raise CandidateRejected(
+                f"refused: a {fmt} model runs code when loaded; register it with serialization_format='skops' "
+                "(train.py --register does), or set ALLOW_PICKLE_MODELS=true (unsafe)", code="pickle_refused")
+        if fmt not in PICKLE_FORMATS + ("skops",):
+            raise CandidateRejected(f"serialization format {fmt!r} is not supported by the service; "
+                                    "log with serialization_format='skops'")
+        default_file = "model.skops" if fmt == "skops" else "model.pkl"
+        filename = str(flavor.get("pickled_model", default_file))
+        if "/" in filename or filename.startswith("."):
+            raise CandidateRejected(f"model file name {filename!r} is not a plain file name")
+        blob = download(f"{base}/{filename}", tmp).read_bytes()
         example_info = mlmodel.get("saved_input_example_info") or {}
         example = None
         if example_info.get("artifact_path"):
             example = json.loads(download(f"{base}/{example_info['artifact_path']}", tmp).read_text())
     digest = sha256_bytes(blob)
-    expected = target.tags.get(SHA256_TAG)
+    tags = target.tags if target.version or not policy.keys else run_tags(client, target.run_id)
+    expected = tags.get(SHA256_TAG)
     if expected and expected.lower() != digest:
         raise CandidateRejected(f"sha256 mismatch: tag {SHA256_TAG} says {expected[:12]}…, artifact has "
-                                f"{digest[:12]}…; refusing to unpickle")
-    if not expected:
+                                f"{digest[:12]}…; refusing to load", code="digest_mismatch")
+    signed_by = None
+    if policy.keys:
+        try:
+            signed_by = signing.verify(policy.keys, digest, tags)
+        except signing.SignatureError as exc:
+            code = "unsigned" if signing.SIGNATURE_TAG not in tags else "bad_signature"
+            raise CandidateRejected(f"{exc}; refusing to load", code=code) from exc
+    elif not expected:
         notes.append(f"no {SHA256_TAG} tag on the model version: integrity not verified")
+    metrics = run_metrics(client, target.run_id or mlmodel.get("run_id"), notes)
+    return Fetched(target, mlmodel, fmt, blob, digest, bool(expected or signed_by), signed_by, example, metrics,
+                   notes)
+
+
+def build(fetched: Fetched) -> LoadedModel:
+    """Deserialize a verified version (skops against :data:`.safe_format.MODEL_TYPES`) and check it.
+
+    No registry call: CPU only, so a start-up deadline need not cover it.
+
+    :raises CandidateRejected: the file is not a servable model, or names an untrusted type.
+    """
+    target, mlmodel, fmt, blob, notes = fetched.target, fetched.mlmodel, fetched.fmt, fetched.blob, fetched.notes
+    flavor = mlmodel["flavors"]["sklearn"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            pipeline = pickle.loads(blob)  # noqa: S301 - registry is trusted, digest checked
+            if fmt == "skops":
+                pipeline = safe_format.loads(blob)
+            else:
+                pipeline = pickle.loads(blob)  # noqa: S301 - only with ALLOW_PICKLE_MODELS=true (documented unsafe)
             dv, regressor = split_pipeline(pipeline)
             step = pipeline_step(pipeline)
+        except safe_format.UnsafeArtifact as exc:
+            raise CandidateRejected(f"refused: {exc}", code="unsafe_types") from exc
         except ModelCheckError as exc:
             raise CandidateRejected(str(exc)) from exc
-        except Exception as exc:  # noqa: BLE001 - any unpickling failure disqualifies the model
-            raise CandidateRejected(f"cannot unpickle model: {short(exc)}") from exc
+        except Exception as exc:  # noqa: BLE001 - any deserialization failure disqualifies the model
+            raise CandidateRejected(f"cannot load model file: {short(exc)}") from exc
     notes += sorted({f"{w.category.__name__}: {w.message}" for w in caught})
+    if fmt in PICKLE_FORMATS:
+        notes.append(f"loaded a {fmt} model because ALLOW_PICKLE_MODELS=true (unsafe)")
     tagged = target.tags.get(FEATURE_STEP_TAG)
     if tagged is not None and tagged != json.dumps(step.to_dict(), sort_keys=True):
         raise CandidateRejected(f"model version tag {FEATURE_STEP_TAG}={tagged} disagrees with the pipeline's "
                                 f"feature step {step.to_dict()}")
     run_id = target.run_id or mlmodel.get("run_id")
     metadata = dict(mlmodel.get("metadata") or {})
-    metrics = run_metrics(client, run_id, notes)
-    if metrics is not None:
-        metadata["metrics"] = metrics
+    if fetched.metrics is not None:
+        metadata["metrics"] = fetched.metrics
     info = {
         "name": target.name or mlmodel.get("model_id"), "uri": target.uri, "alias": target.alias,
         "stage": target.stage, "registered_version": target.version, "run_id": run_id,
-        "artifact_uri": target.artifact_uri, "sha256": digest, "sha256_verified": bool(expected),
+        "artifact_uri": target.artifact_uri, "sha256": fetched.digest, "sha256_verified": fetched.verified,
+        "format": fmt, "signed_by": fetched.signed_by,
         "metrics": metadata.get("metrics"), "metadata": metadata,
         "sklearn_version": sklearn.__version__, "trained_sklearn_version": flavor.get("sklearn_version"),
         "loaded_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "warnings": notes,
     }
     try:
         model = LoadedModel.build(dv, regressor, version=target.label, source="registry", info=info, step=step)
-        if example is not None:
-            check_example(model, example_rides(example))
+        if fetched.example is not None:
+            check_example(model, example_rides(fetched.example))
     except ModelCheckError as exc:
         raise CandidateRejected(str(exc)) from exc
     return model
+
+
+def run_tags(client: MlflowClient, run_id: str | None) -> dict[str, str]:
+    """A run's tags (a ``runs:/`` URI has no model version to carry the signature).
+
+    :raises RegistryUnavailable: the run could not be read.
+    """
+    if not run_id:
+        return {}
+    try:
+        return dict(client.get_run(run_id).data.tags)
+    except Exception as exc:  # noqa: BLE001 - mlflow raises many types for "could not fetch"
+        raise RegistryUnavailable(f"cannot read run {run_id[:12]} tags: {short(exc)}") from exc
 
 
 def check_example(model: LoadedModel, rides: list[dict[str, t.Any]]) -> None:

@@ -1,11 +1,12 @@
 """The registered model's format, shared by training (``promote``) and serving (``registry``).
 
 What goes to MLflow is an sklearn ``Pipeline``: ``FunctionTransformer(rides_to_features,
-kw_args={"step": <feature step>})`` → ``DictVectorizer`` → regressor, pickled with cloudpickle
-(not skops). The transformer's ``kw_args`` say which feature step the model needs (a pipeline
-without them is the course's); the model version's ``feature_step`` tag repeats it for people. MLflow's pyfunc
-and ``mlflow models serve`` call it with a frame of raw ride columns; the service
-unpickles the same file, takes the last two steps and compiles its usual fast path,
+kw_args={"step": <feature step>})`` → ``DictVectorizer`` → regressor, saved with skops (no
+pickle; the types it may hold are :data:`.safe_format.MODEL_TYPES`). The transformer's
+``kw_args`` say which feature step the model needs (a pipeline without them is the
+course's); the model version's ``feature_step`` tag repeats it for people. MLflow's pyfunc and
+``mlflow models serve`` call it with a frame of raw ride columns; the service reads the same
+file against its own allow-list, takes the last two steps and compiles its usual fast path,
 so both give the same numbers for the same weights.
 
 Nothing here imports mlflow or pandas at module level: serving needs only mlflow-skinny.
@@ -21,8 +22,10 @@ from ..model.predictor import ModelCheckError
 
 MODEL_ARTIFACT = "model"
 """Name of the logged model inside a run (``runs:/<run_id>/model``)."""
+MODEL_FILE = "model.skops"
+"""The model file inside a logged model (MLflow's name for ``serialization_format="skops"``)."""
 SHA256_TAG = "model_sha256"
-"""Model-version tag: sha256 of the pickled pipeline, checked before unpickling when serving."""
+"""Model-version tag: sha256 of the model file, checked (and signed) before it is read when serving."""
 FEATURE_STEP_TAG = "feature_step"
 """Model-version tag: the feature step's JSON (``{"name": "flagged-v2", "max_miles": 30.0}``)."""
 GATE_TAG = "gate"

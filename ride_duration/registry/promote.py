@@ -5,8 +5,10 @@ imported by the service). Steps:
 
 1. one run: params, validation RMSE, the data files (as dataset inputs, and as
    artifacts when local), and the model as a pyfunc-servable sklearn pipeline
-   (``ride_duration.mlflow_model``) with signature, input example and explicit pins;
-2. register it under ``--model-name`` / ``MODEL_NAME`` and tag its sha256;
+   (``ride_duration.mlflow_model``) in skops format (no pickle: :mod:`.safe_format`) with
+   signature, input example and explicit pins;
+2. register it under ``--model-name`` / ``MODEL_NAME``, tag its sha256 and, with
+   ``MODEL_SIGNING_PRIVATE_KEY``, its Ed25519 signature (:mod:`.signing`);
 3. the gate: candidate and current ``@production`` are both loaded back through
    ``mlflow.pyfunc`` and scored on the same validation rides. The alias (and, with
    ``--legacy-stage``, the deprecated ``Production`` stage) moves only if the candidate's
@@ -36,16 +38,19 @@ from ..config import Settings
 from ..features import MAX_PLAUSIBLE_MILES, MAX_PLAUSIBLE_MPH, RAW_COLUMNS, FeatureStep, fitted_step, plausible
 from ..model.loading import sha256_bytes
 from ..model.predictor import LoadedModel, ModelCheckError
+from . import signing
 from .client import bound_http
 from .mlflow_model import (
     FEATURE_STEP_TAG,
     GATE_REASON_TAG,
     GATE_TAG,
     MODEL_ARTIFACT,
+    MODEL_FILE,
     SHA256_TAG,
     build_pipeline,
     write_code_package,
 )
+from .safe_format import MODEL_TYPES
 
 if t.TYPE_CHECKING:
     import pandas as pd
@@ -64,7 +69,7 @@ def requirements() -> list[str]:
     """Exact pins for the logged model (skips MLflow's slow requirement inference)."""
     from importlib.metadata import version
 
-    return [f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "scikit-learn", "numpy", "cloudpickle", "pandas")]
+    return [f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "scikit-learn", "numpy", "skops", "pandas")]
 
 
 def summary(text: str) -> None:
@@ -122,16 +127,17 @@ def log_and_register(args: argparse.Namespace, name: str, dv: t.Any, lr: t.Any, 
             warnings.filterwarnings("ignore", message="Operation with range is deprecated")
             signature = infer_signature(example, np.asarray(pipeline.predict(example), dtype=float))
             model_info = mlflow.sklearn.log_model(
-                pipeline, name=MODEL_ARTIFACT, serialization_format="cloudpickle", signature=signature,
-                input_example=example, code_paths=[str(write_code_package(Path(tmp)))],
+                pipeline, name=MODEL_ARTIFACT, serialization_format="skops", skops_trusted_types=list(MODEL_TYPES),
+                signature=signature, input_example=example, code_paths=[str(write_code_package(Path(tmp)))],
                 pip_requirements=requirements(), metadata=info, registered_model_name=name)
     version = str(model_info.registered_model_version)
     client = mlflow.MlflowClient()
     with tempfile.TemporaryDirectory() as tmp:
         uri = client.get_model_version_download_uri(name, version)
-        pickled = mlflow.artifacts.download_artifacts(artifact_uri=f"{uri}/model.pkl", dst_path=tmp)
-        digest = sha256_bytes(Path(pickled).read_bytes())
+        stored = mlflow.artifacts.download_artifacts(artifact_uri=f"{uri}/{MODEL_FILE}", dst_path=tmp)
+        digest = sha256_bytes(Path(stored).read_bytes())
     client.set_model_version_tag(name, version, SHA256_TAG, digest)
+    sign_version(client, name, version, run.info.run_id, digest)
     client.set_model_version_tag(name, version, FEATURE_STEP_TAG, json.dumps(step.to_dict(), sort_keys=True))
     client.set_model_version_tag(name, version, "valid_rmse", f"{info['metrics']['valid_rmse']:.6f}")
     if "valid_rmse_plausible" in info["metrics"]:
@@ -139,6 +145,48 @@ def log_and_register(args: argparse.Namespace, name: str, dv: t.Any, lr: t.Any, 
                                      f"{info['metrics']['valid_rmse_plausible']:.6f}")
     log.info("registered %s version %s (run %s, sha256 %s)", name, version, run.info.run_id, digest[:12])
     return version, run.info.run_id
+
+
+def sign_version(client: MlflowClient, name: str, version: str, run_id: str, digest: str) -> None:
+    """Tag the version (and its run, for ``runs:/`` URIs) with the signature of ``digest``.
+
+    Uses ``MODEL_SIGNING_PRIVATE_KEY``; without it the version is registered unsigned (a warning:
+    a service with ``MODEL_SIGNING_KEY`` set will refuse it).
+
+    :raises signing.SigningKeyError: the key is set but unusable (registration then fails: better
+        than a version every service refuses).
+    """
+    value = Settings().model_signing_private_key
+    if not value:
+        log.warning("MODEL_SIGNING_PRIVATE_KEY is not set: %s v%s is unsigned", name, version)
+        return
+    tags = signing.sign(signing.private_key(value), digest)
+    for key, tag in tags.items():
+        client.set_model_version_tag(name, version, key, tag)
+        client.set_tag(run_id, key, tag)
+    log.info("signed %s v%s with key %s", name, version, tags[signing.KEY_ID_TAG])
+
+
+def resign(client: MlflowClient, name: str, version: str) -> str:
+    """Sign an already registered version again (a key rotation); returns the digest signed.
+
+    The digest is recomputed from the model file in the registry, not taken from its tag, and
+    must equal the tag: re-signing never blesses a file that changed since it was registered.
+
+    :raises ValueError: the file's digest differs from the version's ``model_sha256`` tag.
+    """
+    import mlflow.artifacts
+
+    mv = client.get_model_version(name, version)
+    with tempfile.TemporaryDirectory() as tmp:
+        uri = client.get_model_version_download_uri(name, version)
+        stored = mlflow.artifacts.download_artifacts(artifact_uri=f"{uri}/{MODEL_FILE}", dst_path=tmp)
+        digest = sha256_bytes(Path(stored).read_bytes())
+    if digest != (mv.tags or {}).get(SHA256_TAG, "").lower():
+        raise ValueError(f"{name} v{version}: {MODEL_FILE} has sha256 {digest[:12]}…, its {SHA256_TAG} tag says "
+                         f"{(mv.tags or {}).get(SHA256_TAG, 'nothing')[:12]}; not signing")
+    sign_version(client, name, version, mv.run_id, digest)
+    return digest
 
 
 def champion_version(client: MlflowClient, name: str, alias: str) -> str | None:

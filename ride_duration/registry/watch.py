@@ -26,8 +26,9 @@ import typing as t
 import urllib.error
 import urllib.request
 
+from . import safe_format
 from .client import client_for
-from .fetch import CandidateRejected, RegistryUnavailable, Target, load, resolve, short
+from .fetch import CandidateRejected, LoadPolicy, RegistryUnavailable, Target, build, fetch, load, resolve, short
 from .handoff import Handoff
 
 if t.TYPE_CHECKING:
@@ -52,6 +53,7 @@ class Watcher:
         self.uri = settings.resolved_model_uri
         self.poll_seconds = settings.model_poll_seconds
         self.load_timeout = settings.model_load_timeout
+        self.policy = LoadPolicy.from_settings(settings)
         self.holder = holder
         self._client: MlflowClient | None = None
         self.serving_key: str | None = None
@@ -82,15 +84,21 @@ class Watcher:
         if event == "model_swapped" and fields.get("via") != "handoff":
             self.handoff.save_model(target.key, target, model)
 
-    def reject(self, target: Target, reason: str) -> None:
+    def reject(self, target: Target, error: CandidateRejected) -> None:
+        """Remember ``target`` as refused (never fetched again by this URI's watchers) and say so."""
+        reason = str(error)
         self.rejected[target.key] = reason
-        self.holder.emit("model_rejected", version=target.version or target.key, reason=reason, uri=self.uri)
+        self.holder.refuse(target.version or target.key, reason, error.code, uri=self.uri)
         self.handoff.save_rejected(self.rejected)
 
     def restore(self) -> None:
         """Take over what sibling workers learned since the master loaded its model."""
         current, rejected = self.handoff.read()
-        self.rejected.update(rejected)
+        for key, reason in rejected.items():
+            if key not in self.rejected:
+                self.rejected[key] = reason
+                shown = key.split("/", 1)[1] if key.count("/") == 1 else key  # "name/4" -> "4"
+                self.holder.refused.setdefault(shown, {"version": shown, "reason": reason})
         if current is not None:
             key, target, model = current
             if key != self.serving_key and key not in self.rejected:
@@ -104,12 +112,14 @@ class Watcher:
             self.checked(False, unreachable)
             return f"registry unavailable: {unreachable}"
         client = self.client  # import mlflow here, not in the thread below: it may outlive the deadline
+        safe_format.preload()  # and skops, before the fork: a worker importing it would stall its requests
+        deadline = max(deadline, time.monotonic() + self.load_timeout)  # the timeout is the registry's, not imports'
         box: dict[str, t.Any] = {}
 
         def work() -> None:
             try:
                 box["target"] = resolve(client, self.uri)
-                box["model"] = load(client, box["target"])
+                box["fetched"] = fetch(client, box["target"], self.policy)
             except (RegistryUnavailable, CandidateRejected) as exc:
                 box["error"] = exc
             except Exception as exc:  # noqa: BLE001 - reported as the fallback reason
@@ -123,11 +133,16 @@ class Watcher:
         error = box.get("error")
         self.checked("target" in box, None if "target" in box else str(error))
         if isinstance(error, CandidateRejected):
-            self.reject(box["target"], str(error))
+            self.reject(box["target"], error)
             return f"model {box['target'].label} rejected: {error}"
         if error is not None:
             return f"registry unavailable: {error}"
-        self.install(box["target"], box["model"], event="model_loaded")
+        try:  # deserializing and checking is CPU, not the registry: outside its deadline
+            model = build(box["fetched"])
+        except CandidateRejected as exc:
+            self.reject(box["target"], exc)
+            return f"model {box['target'].label} rejected: {exc}"
+        self.install(box["target"], model, event="model_loaded")
         return None
 
     def check(self) -> None:
@@ -145,9 +160,9 @@ class Watcher:
         if not self.is_new(target):
             return
         try:
-            model = load(self.client, target)
+            model = load(self.client, target, self.policy)
         except CandidateRejected as exc:
-            self.reject(target, str(exc))
+            self.reject(target, exc)
             return
         except RegistryUnavailable as exc:
             log.warning("could not load %s, will retry next poll: %s", target.label, exc)

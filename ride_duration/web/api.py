@@ -49,9 +49,10 @@ def ready() -> Response:
     """Readiness: 200 with the model's identity once one is loaded, else 503 with the reason."""
     holder = get_holder(current_app)
     model = holder.current
+    refused = {"refused": list(holder.refused.values())} if holder.refused else {}
     if model is None:
-        return json_response({"status": "not_ready", "reason": holder.reason}, 503)
-    return json_response(service.readiness(model))
+        return json_response({"status": "not_ready", "reason": holder.reason, **refused}, 503)
+    return json_response({**service.readiness(model), **refused})
 
 
 @bp.get("/model")

@@ -66,6 +66,9 @@ MODEL_INFO = Gauge("ride_duration_model_info", "The serving model: 1 while a liv
 MODEL_EVENTS = Counter("ride_duration_model_events",
                        "Model lifecycle events (model_loaded, model_fallback, model_load_failed, "
                        "model_swapped, model_rejected).", ["event"])
+MODEL_REJECTIONS = Counter("ride_duration_model_rejections",
+                           "Registry versions refused instead of served, by why (pickle_refused, unsigned, "
+                           "bad_signature, digest_mismatch, unsafe_types, invalid).", ["code"])
 REGISTRY_CHECKS = Counter("ride_duration_registry_checks", "Registry polls, by outcome.", ["ok"])
 # livemin: the stalest live worker, so `time() - this` alerts when any worker's watcher stops.
 REGISTRY_LAST_CHECK = Gauge("ride_duration_registry_last_check_timestamp_seconds",
@@ -206,6 +209,8 @@ class ModelMetrics:
             REGISTRY_LAST_CHECK.labels(ok).set(self.holder.events.get(event, {}).get("at", time.time()))
             return
         MODEL_EVENTS.labels(event).inc()
+        if event == "model_rejected":
+            MODEL_REJECTIONS.labels(str(fields.get("code") or "invalid")).inc()
         self.publish_model()
 
     def publish_model(self) -> None:

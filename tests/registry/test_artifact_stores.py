@@ -4,7 +4,7 @@
 Proxied (the default, ``--artifacts-destination s3://…`` / ``gs://…``): ``train.py --register``
 uploads through the tracking server, the objects land in the bucket, and the service, with
 only ``MLFLOW_TRACKING_URI`` and no cloud SDK importable (boto3, botocore and google.cloud are
-blocked in its interpreter), serves that version with the bucket's own pickle's predictions.
+blocked in its interpreter), serves that version with the predictions of the bucket's own skops file.
 
 Direct (``--no-serve-artifacts --default-artifact-root s3://…``): clients get ``s3://`` URIs. A
 service without boto3 (as the image is) says so in ``/ready`` (503 with MODEL_FALLBACK=false,
@@ -15,14 +15,13 @@ straight from the bucket.
 from __future__ import annotations
 
 import json
-import pickle
 import typing as t
 from pathlib import Path
 
 import pytest
 
 from tests.mlflow_server import MlflowServer
-from tests.registry.test_registry import train_cli
+from tests.registry.test_registry import Service, train_cli
 from tests.support import Server, free_port, http, post_json
 from tests.synthetic import write_month
 
@@ -89,7 +88,7 @@ def gcs() -> t.Iterator[t.Any]:
 
 
 def service(registry: MlflowServer, name: str, tmp_path: Path, **env: str) -> Server:
-    return Server(env={"MLFLOW_TRACKING_URI": registry.url, "MODEL_NAME": name, "MODEL_POLL_SECONDS": "0",
+    return Service(env={"MLFLOW_TRACKING_URI": registry.url, "MODEL_NAME": name, "MODEL_POLL_SECONDS": "0",
                        "MODEL_LOAD_TIMEOUT": "60", **env},
                   workers=1, log_path=tmp_path / f"{name}.log")
 
@@ -103,10 +102,12 @@ def served(server: Server) -> tuple[dict[str, t.Any], list[float]]:
 
 
 def bucket_predictions(blob: bytes) -> list[float]:
-    """What the pickle stored in the bucket predicts (the logged pipeline takes raw ride columns)."""
+    """What the skops file stored in the bucket predicts (the logged pipeline takes raw ride columns)."""
     import pandas as pd
 
-    return [float(v) for v in pickle.loads(blob).predict(pd.DataFrame(RIDES))]  # noqa: S301 - our own test artifact
+    from ride_duration.registry import safe_format
+
+    return [float(v) for v in safe_format.loads(blob).predict(pd.DataFrame(RIDES))]
 
 
 def test_s3_proxied_train_register_serve_without_boto3(s3, months, no_cloud_sdk, tmp_path):
@@ -115,9 +116,9 @@ def test_s3_proxied_train_register_serve_without_boto3(s3, months, no_cloud_sdk,
         code, gate = train_cli(registry, "s3-proxied", *months)
         assert code == 0, gate
         keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="proxied/").get("Contents", [])]
-        pickles = [k for k in keys if k.endswith("/model.pkl")]
-        assert pickles and any(k.endswith("/MLmodel") for k in keys), keys
-        blob = s3.get_object(Bucket=BUCKET, Key=pickles[0])["Body"].read()
+        models = [k for k in keys if k.endswith("/model.skops")]
+        assert models and any(k.endswith("/MLmodel") for k in keys), keys
+        blob = s3.get_object(Bucket=BUCKET, Key=models[0])["Body"].read()
         with service(registry, "s3-proxied", tmp_path, MODEL_FALLBACK="false", **no_cloud_sdk) as server:
             server.wait("/ready")
             info, durations = served(server)
@@ -136,9 +137,9 @@ def test_gcs_proxied_train_register_serve_without_google_cloud(gcs, months, no_c
         client = storage.Client(project="test", credentials=AnonymousCredentials(),
                                 client_options={"api_endpoint": gcs})
         names = [b.name for b in client.list_blobs(BUCKET, prefix="proxied/")]
-        pickles = [n for n in names if n.endswith("/model.pkl")]
-        assert pickles and any(n.endswith("/MLmodel") for n in names), names
-        blob = client.bucket(BUCKET).blob(pickles[0]).download_as_bytes()
+        models = [n for n in names if n.endswith("/model.skops")]
+        assert models and any(n.endswith("/MLmodel") for n in names), names
+        blob = client.bucket(BUCKET).blob(models[0]).download_as_bytes()
         with service(registry, "gcs-proxied", tmp_path, MODEL_FALLBACK="false", **no_cloud_sdk) as server:
             server.wait("/ready")
             info, durations = served(server)
@@ -154,7 +155,7 @@ def test_direct_s3_uris_need_boto3_and_the_service_says_so(s3, months, no_cloud_
                       env=env) as registry:
         code, gate = train_cli(registry, "s3-direct", *months)
         assert code == 0, gate
-        assert any(o["Key"].endswith("/model.pkl") for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="direct/")
+        assert any(o["Key"].endswith("/model.skops") for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="direct/")
                    ["Contents"])
         for name in env:  # the service gets none of the S3 settings unless a case says so
             monkeypatch.delenv(name)

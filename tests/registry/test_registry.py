@@ -57,6 +57,20 @@ registry that is down; the bounded start-up takes ~2.5-4 s on a quiet box (most 
 so 20 s separates the two even on a loaded 2-core machine."""
 
 
+STARTUP_LIMIT_S = 120.0
+"""Liveness bound for a service starting from the registry: before it listens, the master imports
+mlflow and skops (which walks every scikit-learn module) and reads the model: a few seconds on a
+quiet box, over 30 s on the shared 2-core box at load average 20+."""
+
+
+class Service(Server):
+    """The service under test, following the registry; ``with`` waits up to ``STARTUP_LIMIT_S``."""
+
+    def __enter__(self) -> Service:
+        self.start(timeout=STARTUP_LIMIT_S)
+        return self
+
+
 # ---- fixtures and helpers ------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -257,7 +271,7 @@ def test_promote_v2_swaps_live_gate_rejects_worse_broken_model_rejected_and_roll
 
     # workers are recycled every few hundred requests: replacements must not bring back v1
     recycle = {"GUNICORN_CMD_ARGS": "--max-requests 400 --max-requests-jitter 50"}
-    with Server(env=service_env(registry, name, **recycle), workers=2, log_path=tmp_path / "service.log") as svc:
+    with Service(env=service_env(registry, name, **recycle), workers=2, log_path=tmp_path / "service.log") as svc:
         status, ready = get_json(svc.url + "/ready")
         assert (status, ready["source"], ready["model_version"]) == (200, "registry", "live-v1"), ready
         assert (ready["name"], ready["alias"], ready["run_id"]) == (name, "production", v1.run_id)
@@ -322,7 +336,7 @@ def test_registry_outage_keeps_serving_falls_back_within_5s_and_recovers(
     dv, lr, _ = fit(months["weak"])
     register(name, dv, lr, months["valid"])
     down = strict = None
-    with Server(env=service_env(registry, name), workers=2, log_path=tmp_path / "live.log") as live:
+    with Service(env=service_env(registry, name), workers=2, log_path=tmp_path / "live.log") as live:
         live.wait("/ready")
         loops = [ClientLoop(live.url).start()]
         try:
@@ -345,7 +359,7 @@ def test_registry_outage_keeps_serving_falls_back_within_5s_and_recovers(
 
             # MODEL_FALLBACK=false: alive, not ready, no predictions
             strict = Server(env=service_env(registry, name, MODEL_FALLBACK="false"), workers=1,
-                            log_path=tmp_path / "strict.log").start()
+                            log_path=tmp_path / "strict.log").start(timeout=STARTUP_LIMIT_S)
             status, body = get_json(strict.url + "/ready")
             assert status == 503 and "registry unavailable" in body["reason"], body
             assert post_json(strict.url + "/predict", RIDE)[0] == 503
