@@ -28,6 +28,7 @@ MODEL_TYPES: tuple[str, ...] = (
     "sklearn.linear_model._base.LinearRegression",
     "sklearn.linear_model._ridge.Ridge",
     "sklearn.linear_model._coordinate_descent.Lasso",
+    "ride_duration.model.monotone.MonotoneDuration",
 )
 """Estimators, transformers and functions a registered model may contain (``module.qualname``).
 Extend this tuple, and only this, when the model changes shape."""

@@ -263,8 +263,12 @@ def test_the_allow_list_refuses_other_types_before_building_anything(tmp_path: P
     assert not marker.exists()
     dv, lr = pickle.loads((BUNDLED / "lin_reg.bin").read_bytes())  # noqa: S301 - our own bundled file
     bundled = load_file(BUNDLED / "lin_reg.bin")
-    pipeline = safe_format.loads(skops.io.dumps(build_pipeline(dv, lr, bundled.step)))
-    assert pipeline.steps[2][1].coef_.tolist() == lr.coef_.tolist()
+    original = build_pipeline(dv, lr, bundled.step)
+    rebuilt = safe_format.loads(skops.io.dumps(original))
+    assert type(rebuilt.steps[-1][1]) is type(lr)
+    rides = [REFERENCE_RIDE, {"PULocationID": 74, "DOLocationID": 75, "trip_distance": 2.5},
+             {"PULocationID": 1, "DOLocationID": 265, "trip_distance": 0.0}]
+    assert rebuilt.predict(rides).tolist() == original.predict(rides).tolist()
 
 
 def test_signatures_verify_only_with_a_trusted_key_and_only_for_their_digest(tmp_path: Path) -> None:
