@@ -59,27 +59,37 @@ def test_cli_help_documents_the_options():
         assert option in out
 
 
-def test_bundled_metadata_records_the_rmse_bound():
-    meta = json.loads((BUNDLED / "metadata.json").read_text())
-    assert meta["metrics"]["valid_rmse"] <= RMSE_BOUND
-    assert meta["metrics"]["champion_valid_rmse"] == pytest.approx(COURSE_RMSE, abs=0.001)
-    assert meta["gate"]["decision"] == "promoted" and meta["gate"]["champion_feature_step"] == {"name": "course-v1"}
-    assert meta["feature_step"] == {"name": "flagged-v2", "max_miles": 30.0}
-    assert meta["train_data"]["source"].endswith("green_tripdata_2021-01.parquet")
-    assert meta["valid_data"]["source"].endswith("green_tripdata_2021-02.parquet")
-
-
-def test_real_data_reproduces_the_bundled_rmse(tmp_path):
+@pytest.mark.slow
+def test_real_data_beats_the_course_model_through_the_gate_and_reproduces_the_bundle(tmp_path):
+    """What training produces on 2021-01/2021-02: the course's model (course-v1) first, then the
+    default model gated against it: promoted, under the bound. The committed bundle must be what
+    this run produces (same RMSE, rows, feature step, parameters and gate)."""
     train_file, valid_file = require_real("2021-01"), require_real("2021-02")
-    code = train.main(["--train-data", str(train_file), "--valid-data", str(valid_file),
-                       "--output-dir", str(tmp_path)])
+    common = ["--train-data", str(train_file), "--valid-data", str(valid_file)]
+    course, default = tmp_path / "course", tmp_path / "default"
+    assert train.main([*common, "--output-dir", str(course), "--feature-step", "course-v1", "--alpha", "0"]) == 0
+    code = train.main([*common, "--output-dir", str(default), "--gate-against", str(course)])
     assert code == train.EXIT_PROMOTED
-    actual = json.loads((tmp_path / "metadata.json").read_text())
-    expected = json.loads((BUNDLED / "metadata.json").read_text())
+    champion = json.loads((course / "metadata.json").read_text())
+    actual = json.loads((default / "metadata.json").read_text())
+    assert champion["metrics"]["valid_rmse"] == pytest.approx(COURSE_RMSE, abs=0.001)
     assert actual["metrics"]["valid_rmse"] <= RMSE_BOUND
-    assert actual["metrics"]["valid_rmse"] == pytest.approx(expected["metrics"]["valid_rmse"], abs=REPRODUCE_ABS)
+    assert actual["metrics"]["champion_valid_rmse"] == pytest.approx(champion["metrics"]["valid_rmse"], rel=1e-9)
+    assert actual["gate"]["decision"] == "promoted" and actual["gate"]["champion"] == champion["version"]
+    assert actual["gate"]["champion_feature_step"] == {"name": "course-v1"}
+    assert actual["feature_step"] == {"name": "flagged-v2", "max_miles": 30.0}
     assert (actual["train_data"]["rows"], actual["valid_data"]["rows"]) == (73908, 61921)
-    assert (actual["feature_step"], actual["params"]) == (expected["feature_step"], expected["params"])
+
+    bundled = json.loads((BUNDLED / "metadata.json").read_text())
+    assert bundled["metrics"]["valid_rmse"] == pytest.approx(actual["metrics"]["valid_rmse"], abs=REPRODUCE_ABS)
+    assert bundled["metrics"]["champion_valid_rmse"] == pytest.approx(champion["metrics"]["valid_rmse"],
+                                                                      abs=REPRODUCE_ABS)
+    assert (bundled["feature_step"], bundled["params"]) == (actual["feature_step"], actual["params"])
+    assert (bundled["train_data"]["rows"], bundled["valid_data"]["rows"]) == (73908, 61921)
+    assert bundled["gate"]["decision"] == "promoted"
+    assert bundled["gate"]["champion_feature_step"] == actual["gate"]["champion_feature_step"]
+    assert bundled["train_data"]["source"].endswith("green_tripdata_2021-01.parquet")
+    assert bundled["valid_data"]["source"].endswith("green_tripdata_2021-02.parquet")
 
 
 def broken_odometer_month(path, seed, month="2021-01"):
