@@ -24,7 +24,7 @@ from bench.hostile import BATCH, Polite, under_attack
 from tests.conftest import REFERENCE_RIDE
 from tests.support import http, post_json, running
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(240)  # a hang guard (the module server starts in the first test)
 
 DEADLINES = {"HEADER_TIMEOUT": "1.5", "KEEPALIVE_TIMEOUT": "2", "BODY_TIMEOUT": "2", "SEND_TIMEOUT": "2"}
 SECONDS = 5.0  # polite client per test: ~50 requests
