@@ -22,9 +22,9 @@ COV_ARGS ?= --cov --cov-report=term --cov-report=xml:$(REPORTS)/coverage.xml
 # A skipped test fails the run (conftest.py): every pipeline and `make test` get it; a developer
 # without the TLC files or chromium can say STRICT_SKIPS=0 (the skips then pass, with their reasons).
 STRICT_SKIPS ?= 1
-# pytest-xdist: most tests wait on servers (gunicorn, MLflow, a broker), not on the CPU, so more
-# workers than cores (measured on 2 cores: docs/testing note in CONTRIBUTING.md). Tests sharing a
-# module fixture stay on one worker (conftest.py's xdist groups). PYTEST_WORKERS=0: one process.
+# pytest-xdist: most tests wait on servers (gunicorn, MLflow, a broker), not on the CPU, so one
+# more worker than the 2 cores of the project's machine. Tests sharing a module fixture stay on one
+# worker (conftest.py's xdist groups). PYTEST_WORKERS=0: one process, as before.
 PYTEST_WORKERS ?= 3
 XDIST_ARGS ?= -n $(PYTEST_WORKERS) --dist loadgroup
 
