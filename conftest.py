@@ -1,8 +1,17 @@
-"""Suite-wide policy: with STRICT_SKIPS=1 (set by .ci/run) a skipped test is a failure.
+"""Suite-wide policy.
 
-Locally, and on hosted runners without the TLC files, tests that need the real data or a
-system package skip with the reason. The project's CI machine has both, so a skip there
-means something is missing from the set-up, never a quiet pass.
+Skips: with STRICT_SKIPS=1 a skipped test is a failure. ``make test-python`` (so every pipeline
+and ``make test``) sets it unless told ``STRICT_SKIPS=0``: where the suite runs for real, the TLC
+files and the system packages are there (the hosted pipelines fetch the data first,
+scripts/fetch-test-data.sh), so a skip means something is missing from the set-up, never a quiet
+pass. A plain ``pytest`` run (a developer without the data) still skips, with the reason.
+
+Parallel runs (pytest-xdist, ``make test-python`` runs ``-n $(PYTEST_WORKERS) --dist loadgroup``):
+the tests of a module that share a module- or class-scoped fixture (a gunicorn, an MLflow server,
+a broker, a built site) are put in one ``xdist_group`` named after the module, so the fixture
+starts once, on one worker; every other test is scheduled on its own. A test file needs nothing
+for this; an explicit ``@pytest.mark.xdist_group`` wins. Groups marked ``slow`` are handed out
+first so the long ones do not end up alone at the tail of the run.
 """
 
 from __future__ import annotations
@@ -13,6 +22,29 @@ import sys
 import pytest
 
 STRICT = os.environ.get("STRICT_SKIPS") == "1"
+SHARED_SCOPES = {"module", "class", "package"}
+
+
+def _shares_a_fixture(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return False
+    return any(defs[-1].scope in SHARED_SCOPES for defs in info.name2fixturedefs.values() if defs)
+
+
+def _module(item: pytest.Item) -> str:
+    return item.nodeid.split("::", 1)[0]
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None and _shares_a_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(_module(item)))
+    # modules with a slow test first, each module kept whole (its module fixtures start once) and in
+    # its own order; a stable sort, so every xdist worker collects the same order
+    slow = {_module(item) for item in items if item.get_closest_marker("slow") is not None}
+    items.sort(key=lambda item: _module(item) not in slow)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import typing as t
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,17 @@ def synthetic_months(tmp_path_factory) -> tuple[Path, Path]:
     base = tmp_path_factory.mktemp("tlc")
     return (write_month(base / "train.parquet", n=6000, seed=1),
             write_month(base / "valid.parquet", n=3000, seed=2, month="2021-02"))
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory) -> t.Iterator[t.Any]:
+    """One real ``mlflow server`` per pytest process (per xdist worker), shared by the registry tests
+    that never stop it; each of them uses its own model names. Tests that stop or restart their
+    registry (outages) or need another artifact store start their own ``MlflowServer``."""
+    from tests.mlflow_server import MlflowServer
+
+    with MlflowServer(tmp_path_factory.mktemp("mlflow-shared")) as server:
+        yield server
 
 
 def require_real(month: str) -> Path:

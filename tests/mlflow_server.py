@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.support import free_port, http
+from tests.support import STARTUP_BOUND, free_port, http
 
 MLFLOW = str(Path(sys.executable).with_name("mlflow"))
 
@@ -49,7 +49,7 @@ class MlflowServer:
                 *(["--artifacts-destination", self.artifacts] if self.serve_artifacts else
                   ["--no-serve-artifacts", "--default-artifact-root", self.artifacts])]
 
-    def start(self, timeout: float = 60.0) -> MlflowServer:
+    def start(self, timeout: float = 2 * STARTUP_BOUND) -> MlflowServer:
         """Start the server and wait until ``/health`` answers 200."""
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **self.env}
         env.pop("MLFLOW_TRACKING_URI", None)

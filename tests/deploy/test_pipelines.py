@@ -30,6 +30,7 @@ import pytest
 import yaml
 
 from tests.support import ROOT
+from tests.synthetic import tlc_data_dir
 
 from .test_deploy_configs import checkov, run, tool
 
@@ -119,7 +120,7 @@ def test_gitlab_ci_passes_checkov() -> None:
 def test_gitlab_ci_reports_junit_and_cobertura_and_reads_the_coverage_total() -> None:
     jobs = yaml.safe_load(GITLAB_CI.read_text())
     test = jobs["test"]
-    assert test["script"] == ["make test-python"]
+    assert test["script"] == ["bash scripts/fetch-test-data.sh", "make test-python"]
     reports = test["artifacts"]["reports"]
     assert reports["junit"] == "reports/junit.xml"
     assert reports["coverage_report"] == {"coverage_format": "cobertura", "path": "reports/coverage.xml"}
@@ -194,6 +195,7 @@ def test_gitlab_ci_local_runs_the_lint_and_test_jobs(ci_clone) -> None:
     cov = "--cov --cov-report=term --cov-report=xml:reports/coverage.xml --cov-fail-under=0"
     done = gitlab_ci_local(ci_clone, "--force-shell-executor", "--no-color", "--variable",
                            f"PYTEST_ARGS={QUICK_TESTS} -p no:cacheprovider", "--variable", f"COV_ARGS={cov}",
+                           "--variable", f"TLC_DATA_DIR={tlc_data_dir()}",  # the job checks them, nothing to fetch
                            "lint:python", "test", timeout=600)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-5000:]
@@ -228,6 +230,25 @@ def test_every_pipeline_runs_the_same_existing_make_targets() -> None:
         assert "lint" in used or {"lint-python", "lint-deploy"} <= used, name
     lint = re.search(r"^lint: (.*?)\s+##", (ROOT / "Makefile").read_text(), re.M)
     assert lint and lint[1].split() == ["lint-python", "lint-deploy"]
+
+
+def test_no_pipeline_passes_on_skipped_tests() -> None:
+    """make test-python fails a skipped test unless told STRICT_SKIPS=0, and every pipeline fetches
+    the real data the real-data tests need (the packages: GitHub runs system-deps, GitLab's .python
+    does, Jenkins' agent is documented to have them) before it runs the suite."""
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^STRICT_SKIPS \?= 1$", makefile, re.M)
+    recipe = makefile.split("\ntest-python:", 1)[1].split("\n\n", 1)[0]
+    assert "STRICT_SKIPS=$(STRICT_SKIPS) $(VENV)/bin/python -m pytest" in recipe
+    texts = {"github": (ROOT / ".github" / "workflows" / "ci.yml").read_text(), "gitlab": GITLAB_CI.read_text(),
+             "jenkins": JENKINSFILE.read_text()}
+    code = {name: "\n".join(line for line in text.splitlines() if not line.lstrip().startswith(("#", "//")))
+            for name, text in texts.items()}
+    for name, text in code.items():
+        fetch, test = text.find("scripts/fetch-test-data.sh"), text.find("make test-python")
+        assert 0 <= fetch < test, f"{name} runs the suite without fetching the real test data first"
+        assert "STRICT_SKIPS=0" not in text, f"{name} lets skipped tests pass"
+    assert 0 <= code["github"].find("make system-deps") < code["github"].find("make test-python")
 
 
 def reports_written_by_make() -> t.Iterator[str]:

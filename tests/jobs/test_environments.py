@@ -37,9 +37,8 @@ NAME = "env-promotion"
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[MlflowServer]:
-    with MlflowServer(tmp_path_factory.mktemp("mlflow")) as server:
-        yield server
+def registry(mlflow_server: MlflowServer) -> MlflowServer:
+    return mlflow_server  # this process's shared server (tests/conftest.py); NAME is this module's
 
 
 @pytest.fixture(scope="module")

@@ -19,12 +19,8 @@ from tests.synthetic import write_month
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    server = MlflowServer(tmp_path_factory.mktemp("mlflow")).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def registry(mlflow_server):
+    return mlflow_server  # this process's shared server (tests/conftest.py); the model names are this module's
 
 
 @pytest.fixture

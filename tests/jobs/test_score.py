@@ -132,21 +132,19 @@ def test_rmse_on_the_validation_month_matches_the_model_metadata(tmp_path):
 
 
 @pytest.mark.slow
-def test_model_uri_scores_with_the_registered_model(tmp_path, synthetic_months):
+def test_model_uri_scores_with_the_registered_model(tmp_path, synthetic_months, mlflow_server):
     """``--model-uri`` goes through the service's registry resolve + load + checks."""
-    from tests.mlflow_server import MlflowServer
-
     train, valid = synthetic_months
     output = tmp_path / "predictions.parquet"
-    with MlflowServer(tmp_path / "mlflow") as registry:
-        env = {"PATH": "/usr/bin:/bin", "MLFLOW_TRACKING_URI": registry.url}
-        trained = subprocess.run([sys.executable, "train.py", "--train-data", str(train), "--valid-data", str(valid),
-                                  "--no-bundle", "--register", "--model-name", "cli-test"],
-                                 cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
-        assert trained.returncode == 0, trained.stderr[-3000:]
-        result = subprocess.run([sys.executable, "-m", "ride_duration", "score", "--input", str(valid), "--output",
-                                 str(output), "--model-uri", "models:/cli-test@production"],
-                                cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    registry = mlflow_server  # the shared server (tests/conftest.py); "cli-test" is this test's model
+    env = {"PATH": "/usr/bin:/bin", "MLFLOW_TRACKING_URI": registry.url}
+    trained = subprocess.run([sys.executable, "train.py", "--train-data", str(train), "--valid-data", str(valid),
+                              "--no-bundle", "--register", "--model-name", "cli-test"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    result = subprocess.run([sys.executable, "-m", "ride_duration", "score", "--input", str(valid), "--output",
+                             str(output), "--model-uri", "models:/cli-test@production"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
 
     assert result.returncode == 0, result.stdout + result.stderr
     table = pq.read_table(output)

@@ -18,7 +18,6 @@ import pytest
 
 from ride_duration.jobs import cli, score
 from tests.conftest import require_real
-from tests.mlflow_server import MlflowServer
 from tests.synthetic import ROOT, make_rides, write_month
 
 pytestmark = pytest.mark.slow
@@ -43,24 +42,25 @@ def spark():
 
 
 @pytest.fixture(scope="module")
-def registered(tmp_path_factory) -> str:
-    """A real MLflow server holding ``spark-test`` v1 @production, trained on synthetic months."""
+def registered(tmp_path_factory, mlflow_server) -> str:
+    """The shared MLflow server (tests/conftest.py) holding ``spark-test`` v1 @production, trained on
+    synthetic months."""
     base = tmp_path_factory.mktemp("spark-registry")
     train, valid = write_month(base / "train.parquet", 6000, seed=21), write_month(
         base / "valid.parquet", 3000, seed=22, month="2021-02")
-    with MlflowServer(base / "mlflow") as registry:
-        env = {**os.environ, "MLFLOW_TRACKING_URI": registry.url}
-        done = subprocess.run([sys.executable, "train.py", "--train-data", str(train), "--valid-data", str(valid),
-                               "--no-bundle", "--register", "--model-name", NAME],
-                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-        saved = os.environ.get("MLFLOW_TRACKING_URI")
-        os.environ["MLFLOW_TRACKING_URI"] = registry.url
-        yield registry.url
-        if saved is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = saved
+    registry = mlflow_server
+    env = {**os.environ, "MLFLOW_TRACKING_URI": registry.url}
+    done = subprocess.run([sys.executable, "train.py", "--train-data", str(train), "--valid-data", str(valid),
+                           "--no-bundle", "--register", "--model-name", NAME],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = registry.url
+    yield registry.url
+    if saved is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = saved
 
 
 @pytest.fixture(scope="module")

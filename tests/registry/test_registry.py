@@ -161,6 +161,15 @@ def get_json(url: str) -> tuple[int, dict[str, t.Any]]:
     return status, json.loads(body)
 
 
+def registry_checks(server: Server) -> float:
+    """Registry polls so far, summed over the service's workers (its /metrics)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = http("GET", server.url + "/metrics")[2].decode()
+    return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
+               if s.name == "ride_duration_registry_checks_total")
+
+
 def log_events(server: Server, event: str) -> list[dict[str, t.Any]]:
     """The service's JSON log lines for one event (the holder logs every model event)."""
     out = []
@@ -305,7 +314,8 @@ def test_promote_v2_swaps_live_gate_rejects_worse_broken_model_rejected_and_roll
             broken, _ = register(name, *broken_pair(dv, lr), months["valid"])
             assert broken == "4"
             wait_until(lambda: log_events(svc, "model_rejected"), 20, "a worker to reject the broken version")
-            time.sleep(3 * POLL)  # three more polls each
+            checks = registry_checks(svc)  # then six more polls in all (two workers: about three each)
+            wait_until(lambda: registry_checks(svc) >= checks + 3 * 2, 30, "three more registry polls per worker")
             rejected = log_events(svc, "model_rejected")
             assert {r["version"] for r in rejected} == {"4"} and "NaN" in rejected[0]["reason"], rejected[0]
             pids = [r["pid"] for r in rejected]

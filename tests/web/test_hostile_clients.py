@@ -24,7 +24,7 @@ from bench.hostile import BATCH, Polite, under_attack
 from tests.conftest import REFERENCE_RIDE
 from tests.support import http, post_json, running
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(240)  # a hang guard (the module server starts in the first test)
 
 DEADLINES = {"HEADER_TIMEOUT": "1.5", "KEEPALIVE_TIMEOUT": "2", "BODY_TIMEOUT": "2", "SEND_TIMEOUT": "2"}
 SECONDS = 5.0  # polite client per test: ~50 requests
@@ -58,13 +58,15 @@ def test_silent_connections_are_closed_and_starve_nobody(server):
     silent = attacked(server, [("silent", 16)])["silent"]
     assert silent["closed_by_server"] >= 16, silent  # HEADER_TIMEOUT closed every one of the first fill
     assert silent["statuses"] == {}, "a silent connection got an answer"
-    assert 1.0 <= silent["median_life_s"] < 4.0, silent
+    assert silent["median_life_s"] >= 1.0, f"closed before HEADER_TIMEOUT (1.5 s): {silent}"
 
 
 def test_trickled_headers_are_cut_at_the_header_deadline(server):
     trickle = attacked(server, [("headers", 16)])["headers"]
-    assert trickle["closed_by_server"] >= 16, trickle
-    assert trickle["median_life_s"] < 4.0, "one header line a second kept the connection open"
+    # a header line a second never lets 1.5 s pass idle: had each line restarted the deadline,
+    # not one of these would have been closed within the run
+    assert trickle["closed_by_server"] >= 16, f"one header line a second kept the connections open: {trickle}"
+    assert trickle["median_life_s"] >= 1.0, f"closed before HEADER_TIMEOUT (1.5 s): {trickle}"
 
 
 def test_trickled_body_gets_408_in_the_error_shape(server):
@@ -90,8 +92,8 @@ def test_trickled_body_answer_names_the_deadline(server):
 def test_hundreds_of_idle_keepalive_connections_are_closed_and_starve_nobody(server):
     idle = attacked(server, [("idle", 256)])["idle"]
     assert idle["statuses"].get(200, 0) >= 256, idle  # each got its one answer
-    assert idle["closed_by_server"] >= 256, idle  # then KEEPALIVE_TIMEOUT closed it
-    assert idle["median_life_s"] < 5.0, idle
+    assert idle["closed_by_server"] >= 256, idle  # then KEEPALIVE_TIMEOUT closed it, within the run
+    assert idle["median_life_s"] >= 1.0, f"closed before KEEPALIVE_TIMEOUT (2 s): {idle}"
 
 
 def test_oversized_request_lines_and_headers_get_json_errors(server):
@@ -130,6 +132,7 @@ def test_send_timeout_cuts_off_a_client_that_never_reads_more_than_the_buffers_h
     # never read: the worker's write blocks, SEND_TIMEOUT (2 s) must close the connection
     request = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                b"Content-Length: %d\r\n\r\n" % len(BATCH)) + BATCH
+    timeouts_before = server.log_text().count("SEND_TIMEOUT")
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", server.port))
@@ -137,7 +140,10 @@ def test_send_timeout_cuts_off_a_client_that_never_reads_more_than_the_buffers_h
     polite = Polite(server.port)
     sender.start()
     polite.start()
-    time.sleep(6)
+    deadline = time.monotonic() + 30  # a liveness bound: SEND_TIMEOUT is 2 s
+    while (server.log_text().count("SEND_TIMEOUT") == timeouts_before or polite.summary()["answered"] < 20) \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)
     polite.stop()
     answers, closed = 0, False
     sock.settimeout(2)
@@ -154,8 +160,8 @@ def test_send_timeout_cuts_off_a_client_that_never_reads_more_than_the_buffers_h
     finally:
         sock.close()
     sender.join(5)
-    assert closed and answers < 30, f"the connection was still open after 6 s ({answers} answers read)"
-    assert "SEND_TIMEOUT" in server.log_text()
+    assert closed and answers < 30, f"the connection was still open after SEND_TIMEOUT ({answers} answers read)"
+    assert server.log_text().count("SEND_TIMEOUT") > timeouts_before, "no SEND_TIMEOUT was logged"
     assert polite.summary()["failed"] == 0, polite.summary()
     assert polite.summary()["answered"] >= 20
 
@@ -169,9 +175,15 @@ def test_refusals_are_logged_without_the_request_and_nothing_errored(server):
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(b"GET /health HTTP/1.1\r\nX-Canary: " + b"canary" * 2000 + b"\r\n\r\n")
         assert sock.recv(65536).startswith(b"HTTP/1.1 431 ")
-    time.sleep(0.2)
-    log = [json.loads(line) for line in server.log_text().splitlines() if line.startswith("{")]
-    warnings = [r for r in log if r["level"] == "WARNING" and "invalid request" in r["message"]]
+
+    def logged() -> tuple[list[dict[str, t.Any]], list[dict[str, t.Any]]]:
+        log = [json.loads(line) for line in server.log_text().splitlines() if line.startswith("{")]
+        return log, [r for r in log if r["level"] == "WARNING" and "invalid request" in r["message"]]
+
+    deadline = time.monotonic() + 10
+    while not (found := logged())[1] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log, warnings = found
     assert warnings, "the refusal was not logged"
     assert "canarycanary" not in server.log_text()
     errors = [r["message"] for r in log if r["level"] in ("ERROR", "CRITICAL")]
