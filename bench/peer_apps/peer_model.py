@@ -1,17 +1,20 @@
 """The bundled model as a peer serves it: the same pickle, metadata and feature step as the service.
 
 Loaded by MLServer, BentoML and MLflow in their own virtualenvs, which have scikit-learn and
-numpy but not this project: ``ride_duration/features.py`` (standard library + numpy only) is
-loaded from its file, so the features are the service's own, not a copy.
+numpy but not this project: ``ride_duration/features.py`` and ``ride_duration/model/monotone.py``
+(the bundled regressor's class; standard library, numpy and scikit-learn only) are imported from
+the repository's files under empty stand-ins for their packages (whose ``__init__`` would import
+the service), so the features and the model are the service's own, not copies.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import os
 import pickle
 import sys
+import types
 import typing as t
 from pathlib import Path
 
@@ -21,12 +24,15 @@ FEATURES_PATH = ROOT / "ride_duration" / "features.py"
 
 
 def _features() -> t.Any:
-    spec = importlib.util.spec_from_file_location("peer_features", FEATURES_PATH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it is executed
-    spec.loader.exec_module(module)
-    return module
+    """``ride_duration.features``, with ``ride_duration`` and ``ride_duration.model`` as bare packages
+    over the repository's folders (so unpickling the bundled ``MonotoneDuration`` finds its module)."""
+    package_dir = FEATURES_PATH.parent
+    for name, folder in (("ride_duration", package_dir), ("ride_duration.model", package_dir / "model")):
+        if name not in sys.modules:
+            package = types.ModuleType(name)
+            package.__path__ = [str(folder)]
+            sys.modules[name] = package
+    return importlib.import_module("ride_duration.features")
 
 
 class PeerModel:
