@@ -99,7 +99,9 @@ def test_hundreds_of_idle_keepalive_connections_are_closed_and_starve_nobody(ser
 def test_oversized_request_lines_and_headers_get_json_errors(server):
     over = attacked(server, [("oversized", 8)])["oversized"]
     assert set(over["statuses"]) == {414, 431}, over
-    assert over["closed_by_server"] == over["opened"], over
+    # the server closes each one after its error answer; when the attack stops, each of the n
+    # attackers may still have one connection on its way (opened, not answered yet)
+    assert over["closed_by_server"] >= over["opened"] - over["n"] > 0, over
 
 
 @pytest.mark.parametrize(("extra", "status", "code"), [
