@@ -272,19 +272,10 @@ def wrk_point(wrk: str, lua: Path, port: int, conns: int, seconds: float, warmup
     out = subprocess.run([*base, f"-d{max(1, round(seconds))}s", url], capture_output=True, text=True,
                          timeout=seconds + 60)
     cpu_used = cpu() - cpu_before if cpu else None
-    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
-    if line is None:
-        raise RuntimeError(f"wrk printed no summary: {out.stdout[-500:]} {out.stderr[-500:]}")
-    raw = json.loads(line.split(" ", 1)[1])
-    secs = raw["duration_us"] / 1e6
-    socket_errors = raw["connect"] + raw["read"] + raw["write"] + raw["timeout"]
-    return {
-        "rps": round(raw["requests"] / secs, 1), "requests": raw["requests"], "seconds": round(secs, 2),
-        "p50_ms": raw["p50_us"] / 1000, "p90_ms": raw["p90_us"] / 1000, "p99_ms": raw["p99_us"] / 1000,
-        "max_ms": raw["max_us"] / 1000, "errors": raw["status"] + socket_errors,
-        "non2xx": raw["status"], "socket_errors": socket_errors,
-        "cpu_us_per_req": round(cpu_used / raw["requests"] * 1e6, 1) if cpu_used and raw["requests"] else None,
-    }
+    point = wrk_summary(out)
+    point["cpu_us_per_req"] = (round(cpu_used / point["requests"] * 1e6, 1)
+                               if cpu_used and point["requests"] else None)
+    return point
 
 
 def batch_point(port: int, body: bytes, n: int, warmup: int) -> dict[str, t.Any]:
@@ -316,6 +307,7 @@ def batch_point(port: int, body: bytes, n: int, warmup: int) -> dict[str, t.Any]
 
 
 def wrk_summary(out: subprocess.CompletedProcess[str]) -> dict[str, t.Any]:
+    """The numbers of one wrk run (the ``WRKJSON`` line ``WRK_LUA`` prints)."""
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
     if line is None:
         raise RuntimeError(f"wrk printed no summary: {out.stdout[-500:]} {out.stderr[-500:]}")
@@ -323,8 +315,9 @@ def wrk_summary(out: subprocess.CompletedProcess[str]) -> dict[str, t.Any]:
     secs = raw["duration_us"] / 1e6
     socket_errors = raw["connect"] + raw["read"] + raw["write"] + raw["timeout"]
     return {"rps": round(raw["requests"] / secs, 1), "requests": raw["requests"], "seconds": round(secs, 2),
-            "p50_ms": raw["p50_us"] / 1000, "p99_ms": raw["p99_us"] / 1000, "max_ms": raw["max_us"] / 1000,
-            "errors": raw["status"] + socket_errors}
+            "p50_ms": raw["p50_us"] / 1000, "p90_ms": raw["p90_us"] / 1000, "p99_ms": raw["p99_us"] / 1000,
+            "max_ms": raw["max_us"] / 1000, "errors": raw["status"] + socket_errors,
+            "non2xx": raw["status"], "socket_errors": socket_errors}
 
 
 def mixed_point(wrk: str, lua_single: Path, lua_batch: Path, port: int, seconds: float) -> dict[str, t.Any]:

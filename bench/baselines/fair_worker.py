@@ -10,16 +10,12 @@ before the loop polls for I/O again (for up to its 5 ms switch interval). A 0-se
 due only after that poll, so every other connection with a request waiting is read first.
 """
 
-import gevent
 from gunicorn.workers.ggevent import GeventWorker
+
+from ride_duration.web.worker import loop_turn  # the service's own turn (the one thing this adds)
 
 
 class FairGeventWorker(GeventWorker):
     def handle_request(self, listener_name, req, sock, addr):
-        hub = gevent.get_hub()
-        timer = hub.loop.timer(0)
-        try:
-            hub.wait(timer)
-        finally:
-            timer.close()
+        loop_turn()
         return super().handle_request(listener_name, req, sock, addr)

@@ -97,6 +97,18 @@ def overloaded_app(limit: int, count: t.Callable[[], None]) -> t.Callable[..., l
     return app
 
 
+def loop_turn() -> None:
+    """Wait for one turn of gevent's event loop: a 0-second timer is due only after the loop's next
+    poll for I/O, so every other greenlet with a ready socket runs first (``gevent.sleep(0)`` may
+    resume the caller before that poll, for up to gevent's 5 ms switch interval)."""
+    hub = gevent.get_hub()
+    timer = hub.loop.timer(0)
+    try:
+        hub.wait(timer)
+    finally:
+        timer.close()
+
+
 class GeventWorker(_GunicornGeventWorker):
     """gunicorn's gevent worker plus the header (first request) and send deadlines, JSON parse errors,
     a fair turn per request and the in-flight limit."""
@@ -126,12 +138,7 @@ class GeventWorker(_GunicornGeventWorker):
         greenlet before that poll). Nothing to wait for when this is the only connection.
         """
         if self.connections > 1:
-            hub = gevent.get_hub()
-            timer = hub.loop.timer(0)
-            try:
-                hub.wait(timer)
-            finally:
-                timer.close()
+            loop_turn()
 
     def admit(self, app: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
         """``app`` behind the in-flight limit and the fair turn."""
