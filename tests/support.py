@@ -66,7 +66,11 @@ class Server:
             out = self._log
         self.proc = subprocess.Popen([GUNICORN, *self.args], cwd=ROOT, env=self.env, stdout=out,
                                      stderr=subprocess.STDOUT)
-        self.wait(wait_for, timeout)
+        try:
+            self.wait(wait_for, timeout)
+        except BaseException:  # not up in time (or interrupted): no gunicorn is left behind
+            self.stop()
+            raise
         return self
 
     def wait(self, path: str = "/health", timeout: float = 30.0, status: int = 200) -> float:
