@@ -135,11 +135,11 @@ def promote_between(client: MlflowClient, name: str, source: str, target: str,
         candidate = resolve(client, f"models:/{name}@{src_alias}")
     except RegistryUnavailable as exc:
         promote.summary(f"error: nothing to promote from {source}: {exc}")
-        return promote.EXIT_ERROR
+        return ExitCode.ERROR
     version = str(candidate.version)
     if promote.champion_version(client, name, dst_alias) == version:
         promote.summary(f"{name} v{version} is already @{dst_alias} ({target}); nothing to do")
-        return promote.EXIT_PROMOTED
+        return ExitCode.OK
     try:
         model = load(client, candidate)
     except CandidateRejected as exc:

@@ -36,10 +36,6 @@ if t.TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EXIT_OK = ExitCode.OK
-EXIT_MODEL = ExitCode.ERROR
-EXIT_SOURCE = ExitCode.BAD_INPUT
-EXIT_DRIFT = ExitCode.DRIFT
 SEED = 14
 
 
@@ -138,7 +134,7 @@ def run(args: t.Any) -> int:
                     "report_dir": str(args.report_dir), "seconds": report["seconds"]})
     if args.pushgateway:
         push(report, args.pushgateway, args.report_dir)
-    return EXIT_DRIFT if args.fail_on_drift and report["drift_detected"] else EXIT_OK
+    return ExitCode.DRIFT if args.fail_on_drift and report["drift_detected"] else ExitCode.OK
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -153,7 +149,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--report-dir", type=Path, required=True, help="where report.json/.html and metrics.prom go")
     cli.add_model_options(p)
     cli.data_dir_option(p)
-    p.add_argument("--fail-on-drift", action="store_true", help=f"exit {EXIT_DRIFT} when drift is detected")
+    p.add_argument("--fail-on-drift", action="store_true", help=f"exit {ExitCode.DRIFT} when drift is detected")
     p.add_argument("--sample-rows", type=cli.positive_int, default=None,
                    help=f"compare at most this many rides per side, sampled with seed {SEED} (default: all)")
     p.add_argument("--pushgateway", default=None, help="also push the metrics to this Pushgateway (host:port)")

@@ -40,10 +40,6 @@ if t.TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EXIT_PROMOTED = ExitCode.OK
-EXIT_ERROR = ExitCode.ERROR
-EXIT_NO_DATA = ExitCode.BAD_INPUT
-EXIT_KEPT_CHAMPION = ExitCode.KEPT_CHAMPION
 
 
 class NoData(BadInput):
@@ -218,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
     args.model_name = name
     if not settings.mlflow_tracking_uri:
         summary("error: needs MLFLOW_TRACKING_URI (the tracking server's URL)")
-        return EXIT_ERROR
+        return ExitCode.ERROR
     from ..registry.client import bound_http
 
     bound_http(timeout=60, max_retries=3)  # as the gate: a registry that is down fails in minutes, not hangs
@@ -231,22 +227,22 @@ def run(args: argparse.Namespace) -> int:
         train_rides, valid_rides = read(train_src), read(valid_src)
     except NoData as exc:
         summary(f"no data: {exc}")
-        return EXIT_NO_DATA
+        return ExitCode.BAD_INPUT
     except BadInput as exc:
         summary(f"bad input: {exc}")
-        return EXIT_NO_DATA
+        return ExitCode.BAD_INPUT
     except JobError as exc:
         summary(f"error: {exc}")
-        return EXIT_ERROR
+        return ExitCode.ERROR
     except Exception as exc:  # noqa: BLE001 - a CLI: one line, exit 1
         log.exception("reading the months failed")
         summary(f"error: {type(exc).__name__}: {str(exc)[:500]}")
-        return EXIT_ERROR
+        return ExitCode.ERROR
     try:
         report = monitor_month(args, settings, name, train_src)
     except ChampionNotLoadable as exc:
         summary(f"error: cannot load the champion: {exc}")
-        return EXIT_ERROR
+        return ExitCode.ERROR
     except Exception as exc:  # noqa: BLE001 - monitoring informs the run; the gate still decides
         log.exception("monitoring failed; training anyway")
         report = None
@@ -256,8 +252,8 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - fit failed (the gate reports its own errors)
         log.exception("training failed")
         summary(f"error: {type(exc).__name__}: {str(exc)[:500]}")
-        return EXIT_ERROR
-    outcome = {EXIT_PROMOTED: "promoted", EXIT_KEPT_CHAMPION: "kept champion"}.get(code, "error")
+        return ExitCode.ERROR
+    outcome = {ExitCode.OK: "promoted", ExitCode.KEPT_CHAMPION: "kept champion"}.get(code, "error")
     summary(f"{outcome} (challenger trained on {args.month}, validated on {args.valid_month})")
     return code
 

@@ -52,10 +52,6 @@ from . import cli, data
 
 log = logging.getLogger("train")
 
-EXIT_PROMOTED = ExitCode.OK
-EXIT_ERROR = ExitCode.ERROR
-EXIT_BAD_INPUT = ExitCode.BAD_INPUT
-EXIT_KEPT_CHAMPION = ExitCode.KEPT_CHAMPION
 LSQR_TOL = 1e-8
 """scikit-learn >= 1.7 stops sparse lsqr at ``tol=1e-6`` (validation RMSE 7.76 here);
 ``1e-8`` reproduces the course's scikit-learn 1.0.2 fit (7.4795 vs its 7.4796). Fully
@@ -216,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
         if "champion_rmse" in gate_info:
             info["metrics"]["champion_valid_rmse"] = gate_info["champion_rmse"]
             info["metrics"]["champion_valid_rmse_plausible"] = gate_info["champion_rmse_plausible"]
-        if code != EXIT_PROMOTED:
+        if code != ExitCode.OK:
             return code
     if not args.no_bundle:
         try:
@@ -226,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
         log.info("wrote %s/lin_reg.bin version %s", args.output_dir, meta["version"],
                  extra={"event": "train_bundle_written", "model_version": meta["version"]})
     if not args.register:
-        return EXIT_PROMOTED
+        return ExitCode.OK
     from ..registry import promote
 
     return promote.register_and_gate(args, dv, lr, info, valid_rides)

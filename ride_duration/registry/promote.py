@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import Settings
+from ..errors import ExitCode
 from ..features import MAX_PLAUSIBLE_MILES, MAX_PLAUSIBLE_MPH, RAW_COLUMNS, FeatureStep, fitted_step, plausible
 from ..model.loading import sha256_bytes
 from ..model.predictor import LoadedModel, ModelCheckError
@@ -58,9 +59,6 @@ if t.TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EXIT_PROMOTED = 0
-EXIT_ERROR = 1
-EXIT_KEPT_CHAMPION = 3
 MAX_DATA_ARTIFACT_BYTES = 200 * 1024 * 1024
 """Local data files up to this size are copied into the run's artifacts."""
 
@@ -283,7 +281,7 @@ def gate_bundle(champion_path: Path, dv: t.Any, lr: t.Any, step: FeatureStep,
         candidate = LoadedModel.build(dv, lr, version="candidate", source="candidate", step=step)
     except ModelCheckError as exc:
         summary(f"kept champion {champion.version}: candidate fails the serving self-test: {exc}")
-        return EXIT_KEPT_CHAMPION, {}
+        return ExitCode.KEPT_CHAMPION, {}
     candidate_scores = metrics(candidate.predict(rides), valid_rides)
     champion_scores = metrics(champion.predict(rides), valid_rides)
     ok, reason = judge(candidate_scores, champion_scores, champion.version, n)
@@ -295,7 +293,7 @@ def gate_bundle(champion_path: Path, dv: t.Any, lr: t.Any, step: FeatureStep,
               "champion_rmse_plausible": champion_scores["valid_rmse_plausible"],
               "champion_feature_step": champion.step.to_dict(), "champion_sha256": champion.info["sha256"]}
     summary(f"{'promoted candidate over' if ok else 'kept champion'} {champion.version}: {reason}")
-    return (EXIT_PROMOTED if ok else EXIT_KEPT_CHAMPION), record
+    return (ExitCode.OK if ok else ExitCode.KEPT_CHAMPION), record
 
 
 def promote(client: MlflowClient, name: str, version: str, alias: str, legacy_stage: bool) -> None:
@@ -334,14 +332,14 @@ def gate(client: MlflowClient, name: str, version: str, valid_rides: pd.DataFram
     client.set_model_version_tag(name, version, GATE_REASON_TAG, reason)
     stage = " and stage Production" if legacy_stage else ""
     summary(f"promoted {name} v{version} to @{alias}{stage}: {reason}")
-    return EXIT_PROMOTED
+    return ExitCode.OK
 
 
 def reject(client: MlflowClient, name: str, version: str, reason: str) -> int:
     client.set_model_version_tag(name, version, GATE_TAG, "rejected")
     client.set_model_version_tag(name, version, GATE_REASON_TAG, reason[:5000])
     summary(f"kept champion; {name} v{version} rejected: {reason}")
-    return EXIT_KEPT_CHAMPION
+    return ExitCode.KEPT_CHAMPION
 
 
 def register_and_gate(args: argparse.Namespace, dv: t.Any, lr: t.Any, info: dict[str, t.Any],
@@ -351,7 +349,7 @@ def register_and_gate(args: argparse.Namespace, dv: t.Any, lr: t.Any, info: dict
     name = args.model_name or settings.model_name
     if not settings.mlflow_tracking_uri:
         summary("error: --register needs MLFLOW_TRACKING_URI (the tracking server's URL)")
-        return EXIT_ERROR
+        return ExitCode.ERROR
     bound_http(timeout=60, max_retries=3)
     import mlflow
 
@@ -363,4 +361,4 @@ def register_and_gate(args: argparse.Namespace, dv: t.Any, lr: t.Any, info: dict
     except Exception as exc:  # noqa: BLE001 - a CLI: report any failure as one line and exit 1
         log.exception("registration failed")
         summary(f"error: {type(exc).__name__}: {str(exc)[:500]}")
-        return EXIT_ERROR
+        return ExitCode.ERROR

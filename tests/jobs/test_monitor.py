@@ -12,7 +12,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ride_duration.__main__ import main
-from ride_duration.jobs import checks, monitor
+from ride_duration.errors import ExitCode
+from ride_duration.jobs import checks
 from ride_duration.model.loading import load_file
 from tests.conftest import BUNDLED, require_real
 from tests.synthetic import make_rides, write_month
@@ -82,7 +83,7 @@ def old_model(months, tmp_path_factory) -> Path:
 
 def test_a_month_against_itself_reports_no_drift(months, tmp_path):
     code, report = run_monitor(months["old"], months["old"], tmp_path, "--fail-on-drift")
-    assert code == monitor.EXIT_OK
+    assert code == ExitCode.OK
     assert report["drift_detected"] is False
     assert set(report["features"]) == FEATURES
     for result in (*report["features"].values(), report["prediction"]):
@@ -96,13 +97,13 @@ def test_a_month_against_itself_reports_no_drift(months, tmp_path):
 
 def test_a_shifted_month_drifts_and_fail_on_drift_exits_4(months, old_model, tmp_path):
     code, report = run_monitor(months["old"], months["new"], tmp_path / "a", model=old_model)
-    assert code == monitor.EXIT_OK and report["drift_detected"] is True
+    assert code == ExitCode.OK and report["drift_detected"] is True
     assert report["features"]["PULocationID"]["drift"] is True  # zones 1-45 instead of 1-30
     assert report["features"]["PULocationID"]["score"] > report["features"]["PULocationID"]["threshold"]
     assert report["quality"]["rmse"] > report["reference_quality"]["rmse"]  # 4 min/mile, not 2.5
     assert report["quality"]["bias"] < 0  # the old model predicts too short
     code, _ = run_monitor(months["old"], months["new"], tmp_path / "b", "--fail-on-drift", model=old_model)
-    assert code == monitor.EXIT_DRIFT
+    assert code == ExitCode.DRIFT
 
     prom = prom_samples(tmp_path / "a" / "metrics.prom")
     score = report["features"]["DOLocationID"]["score"]
@@ -159,12 +160,12 @@ def test_clean_month_passes_data_quality(tmp_path):
 
 def test_unreadable_source_exits_2_and_bad_model_exits_1(months, tmp_path):
     code, _ = run_monitor(months["old"], tmp_path / "nope.parquet", tmp_path / "r")
-    assert code == monitor.EXIT_SOURCE and not (tmp_path / "r" / "report.json").exists()
+    assert code == ExitCode.BAD_INPUT and not (tmp_path / "r" / "report.json").exists()
     bad = tmp_path / "bad.bin"
     bad.write_bytes(b"not a model")
     code = main(["monitor", "--reference", str(months["old"]), "--current", str(months["old"]),
                  "--report-dir", str(tmp_path / "m"), "--model-path", str(bad)])
-    assert code == monitor.EXIT_MODEL
+    assert code == ExitCode.ERROR
 
 
 def test_sampling_is_seeded(months, tmp_path):
@@ -181,7 +182,7 @@ def test_sampling_is_seeded(months, tmp_path):
 def test_real_2021_02_against_itself_reports_no_drift(tmp_path):
     february = require_real("2021-02")
     code, report = run_monitor(february, february, tmp_path, "--fail-on-drift")
-    assert code == monitor.EXIT_OK and report["drift_detected"] is False
+    assert code == ExitCode.OK and report["drift_detected"] is False
     bundled = json.loads((Path(__file__).resolve().parents[2] / "model" / "metadata.json").read_text())
     assert math.isclose(report["quality"]["rmse"], bundled["metrics"]["valid_rmse"], abs_tol=1e-6)  # same rides
     assert math.isclose(report["quality"]["rmse_plausible"], bundled["metrics"]["valid_rmse_plausible"], abs_tol=1e-6)
@@ -194,7 +195,7 @@ def test_real_2021_02_against_itself_reports_no_drift(tmp_path):
 def test_real_months_drift_from_2021_02_with_the_independent_rmse(month, tmp_path):
     february, current = require_real("2021-02"), require_real(month)
     code, report = run_monitor(february, current, tmp_path / "r", "--fail-on-drift")
-    assert code == monitor.EXIT_DRIFT and report["drift_detected"] is True
+    assert code == ExitCode.DRIFT and report["drift_detected"] is True
     assert report["features"]["PULocationID"]["drift"] is True
     assert same_quality(report["quality"], expected_quality(current)), report["quality"]
     assert report["quality"]["bias"] < -0.5  # the 2021 model predicts too short on later months
@@ -225,7 +226,7 @@ def test_pushgateway_receives_the_same_metrics(months, tmp_path):
                                    f"127.0.0.1:{server.server_address[1]}")
     finally:
         server.shutdown()
-    assert code == monitor.EXIT_OK
+    assert code == ExitCode.OK
     ((method, path, body),) = received
     assert (method, path) == ("PUT", "/metrics/job/ride_duration_monitor")
     assert body.decode() == (tmp_path / "metrics.prom").read_text()

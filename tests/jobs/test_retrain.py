@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from ride_duration.__main__ import main
+from ride_duration.errors import ExitCode
 from ride_duration.jobs import retrain, train
 from tests.conftest import require_real
 from tests.mlflow_server import MlflowServer
@@ -83,11 +84,11 @@ def test_synthetic_challenger_promoted_then_a_worse_one_kept(registry, env, synt
     env(synthetic_dir)
     name = "synthetic-retrain"
     assert train.main(["--train-data", "2030-01", "--valid-data", "2030-02", "--data-dir", str(synthetic_dir),
-                       "--register", "--no-bundle", "--model-name", name]) == train.EXIT_PROMOTED
+                       "--register", "--no-bundle", "--model-name", name]) == ExitCode.OK
     assert alias_version(registry, name) == "1"
 
     code = main(["retrain", "--month", "2031-01", "--model-name", name, "--report-dir", str(tmp_path / "r")])
-    assert code == retrain.EXIT_PROMOTED
+    assert code == ExitCode.OK
     assert last_line(capsys, "retrain:").startswith("retrain: promoted")
     assert alias_version(registry, name) == "2"
     report = json.loads((tmp_path / "r" / "report.json").read_text())
@@ -97,7 +98,7 @@ def test_synthetic_challenger_promoted_then_a_worse_one_kept(registry, env, synt
 
     # a challenger trained on the old world, judged on the new one: the 2031 champion stays
     code = main(["retrain", "--month", "2030-01", "--valid-month", "2031-02", "--model-name", name])
-    assert code == retrain.EXIT_KEPT_CHAMPION
+    assert code == ExitCode.KEPT_CHAMPION
     assert last_line(capsys, "retrain:").startswith("retrain: kept champion")
     assert alias_version(registry, name) == "2"
     assert gate_tag(registry, name, "3") == "rejected"
@@ -105,14 +106,14 @@ def test_synthetic_challenger_promoted_then_a_worse_one_kept(registry, env, synt
 
 def test_missing_month_is_no_data(env, synthetic_dir, capsys):
     env(synthetic_dir)
-    assert main(["retrain", "--month", "2031-05", "--model-name", "no-data"]) == retrain.EXIT_NO_DATA
+    assert main(["retrain", "--month", "2031-05", "--model-name", "no-data"]) == ExitCode.BAD_INPUT
     assert "not in" in last_line(capsys, "retrain: no data")
 
 
 def test_without_tracking_uri_is_an_error(monkeypatch, synthetic_dir, capsys):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("TLC_DATA_DIR", str(synthetic_dir))
-    assert main(["retrain", "--month", "2030-01"]) == retrain.EXIT_ERROR
+    assert main(["retrain", "--month", "2030-01"]) == ExitCode.ERROR
     assert "MLFLOW_TRACKING_URI" in last_line(capsys, "retrain: error")
 
 
@@ -129,11 +130,11 @@ def test_real_2023_challenger_beats_the_2021_champion_and_2021_loses_on_2023(reg
     env(data_dir)
     name = "real-retrain"
     assert train.main(["--train-data", "2021-01", "--valid-data", "2021-02", "--data-dir", str(data_dir),
-                       "--register", "--no-bundle", "--model-name", name]) == train.EXIT_PROMOTED
+                       "--register", "--no-bundle", "--model-name", name]) == ExitCode.OK
 
     code = main(["retrain", "--month", "2023-01", "--model-name", name, "--report-dir", str(tmp_path / "r")])
     out = capsys.readouterr().out
-    assert code == retrain.EXIT_PROMOTED, out
+    assert code == ExitCode.OK, out
     gate = [line for line in out.splitlines() if line.startswith("gate:")][-1]
     assert "promoted" in gate and "same 62574 validation rides" in gate  # 2023-02's 1-60 minute rides
     assert alias_version(registry, name) == "2"
@@ -145,7 +146,7 @@ def test_real_2023_challenger_beats_the_2021_champion_and_2021_loses_on_2023(reg
     # the worse challenger: the 2021-01 fit again, judged on the same 2023-02 rides as the 2023 champion
     code = main(["retrain", "--month", "2021-01", "--valid-month", "2023-02", "--model-name", name])
     out = capsys.readouterr().out
-    assert code == retrain.EXIT_KEPT_CHAMPION, out
+    assert code == ExitCode.KEPT_CHAMPION, out
     assert "is not lower than champion v2" in [line for line in out.splitlines() if line.startswith("gate:")][-1]
     assert alias_version(registry, name) == "2"
     assert gate_tag(registry, name, "3") == "rejected"

@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+from ride_duration.errors import ExitCode
 from ride_duration.jobs import data, train
 from ride_duration.model.loading import load_file
 from tests.conftest import BUNDLED, require_real
@@ -45,7 +46,7 @@ def test_training_on_synthetic_data_writes_a_loadable_bundle(synthetic_months, t
     train_file, valid_file = synthetic_months
     code = train.main(["--train-data", str(train_file), "--valid-data", str(valid_file),
                        "--output-dir", str(tmp_path)])
-    assert code == train.EXIT_PROMOTED
+    assert code == ExitCode.OK
     meta = json.loads((tmp_path / "metadata.json").read_text())
     assert meta["valid_data"]["rows"] > 2500
     assert 0 < meta["metrics"]["valid_rmse"] < 4.0  # noise sd is 2 minutes
@@ -78,7 +79,7 @@ def test_real_data_beats_the_course_model_through_the_gate_and_reproduces_the_bu
     course, default = tmp_path / "course", tmp_path / "default"
     assert train.main([*common, "--output-dir", str(course), "--feature-step", "course-v1", "--alpha", "0"]) == 0
     code = train.main([*common, "--output-dir", str(default), "--gate-against", str(course)])
-    assert code == train.EXIT_PROMOTED
+    assert code == ExitCode.OK
     champion = json.loads((course / "metadata.json").read_text())
     actual = json.loads((default / "metadata.json").read_text())
     assert champion["metrics"]["valid_rmse"] == pytest.approx(COURSE_RMSE, abs=0.001)
@@ -125,7 +126,7 @@ def test_the_gate_writes_a_bundle_only_over_a_worse_champion(tmp_path):
     code = train.main([*common, "--output-dir", str(challenger), "--gate-against", str(champion), "--alpha", "0"])
 
     meta = json.loads((challenger / "metadata.json").read_text())
-    assert code == train.EXIT_PROMOTED
+    assert code == ExitCode.OK
     assert meta["gate"]["champion"] == before["version"] and meta["gate"]["decision"] == "promoted"
     assert meta["metrics"]["champion_valid_rmse"] == pytest.approx(before["metrics"]["valid_rmse"], rel=1e-9)
     assert meta["metrics"]["valid_rmse_plausible"] < meta["metrics"]["champion_valid_rmse_plausible"]
@@ -135,5 +136,5 @@ def test_the_gate_writes_a_bundle_only_over_a_worse_champion(tmp_path):
     again = tmp_path / "again"
     code = train.main([*common, "--output-dir", str(again), "--gate-against", str(challenger / "lin_reg.bin"),
                        "--feature-step", "course-v1", "--alpha", "0"])
-    assert code == train.EXIT_KEPT_CHAMPION
+    assert code == ExitCode.KEPT_CHAMPION
     assert not again.exists()

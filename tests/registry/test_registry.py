@@ -36,6 +36,7 @@ from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LinearRegression
 
 from ride_duration import create_app
+from ride_duration.errors import ExitCode
 from ride_duration.features import prepare_features
 from ride_duration.jobs import data
 from ride_duration.model.loading import load_file
@@ -273,7 +274,7 @@ def test_promote_v2_swaps_live_gate_rejects_worse_broken_model_rejected_and_roll
         registry: MlflowServer, months: dict[str, Path], mlflow_client: t.Any, tmp_path: Path) -> None:
     name = "live"
     code, gate = train_cli(registry, name, months["weak"], months["valid"], "--legacy-stage")
-    assert code == promote.EXIT_PROMOTED, gate
+    assert code == ExitCode.OK, gate
     assert gate.startswith(f"gate: promoted {name} v1 to @production and stage Production"), gate
     v1 = mlflow_client.get_model_version_by_alias(name, "production")
     assert (v1.version, v1.current_stage, v1.tags["gate"]) == ("1", "Production", "promoted")
@@ -292,7 +293,7 @@ def test_promote_v2_swaps_live_gate_rejects_worse_broken_model_rejected_and_roll
         loop = ClientLoop(svc.url).start()
         try:
             code, gate = train_cli(registry, name, months["v2"], months["valid"], "--legacy-stage")
-            assert code == promote.EXIT_PROMOTED, gate
+            assert code == ExitCode.OK, gate
             assert "v2 to @production" in gate and "< champion v1" in gate, gate
             stages = [mlflow_client.get_model_version(name, v).current_stage for v in ("1", "2")]
             assert stages == ["Archived", "Production"]
@@ -302,7 +303,7 @@ def test_promote_v2_swaps_live_gate_rejects_worse_broken_model_rejected_and_roll
 
             # a worse candidate: the gate keeps the champion, tags the candidate and exits 3
             code, gate = train_cli(registry, name, months["weak"], months["valid"])
-            assert code == promote.EXIT_KEPT_CHAMPION, gate
+            assert code == ExitCode.KEPT_CHAMPION, gate
             assert "kept champion" in gate and "v3 rejected" in gate, gate
             v3 = mlflow_client.get_model_version(name, "3")
             assert v3.tags["gate"] == "rejected" and "not lower than champion v2" in v3.tags["gate_reason"]
