@@ -126,3 +126,18 @@ def running(tmp_path_factory: t.Any, env: dict[str, str], workers: int = 2,
         yield srv
     finally:
         srv.stop()
+
+
+def wait_until(predicate: t.Callable[[], t.Any], timeout: float, what: str, interval: float = 0.1) -> t.Any:
+    """Poll ``predicate`` until it returns something truthy (returned); a liveness bound, not a timing claim.
+
+    :raises AssertionError: not within ``timeout`` seconds (names ``what`` and the last value).
+    """
+    deadline = time.monotonic() + timeout
+    last: t.Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")

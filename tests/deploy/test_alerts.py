@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support import ROOT, Server, free_port, http, post_json
+from tests.support import ROOT, Server, free_port, http, post_json, wait_until
 
 RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
 RULE_TESTS = [ROOT / "deploy" / "prometheus" / name for name in ("rules.test.yml", "rules-retrain.test.yml")]
@@ -171,14 +171,7 @@ def api(base: str, path: str, **params: str) -> t.Any:
 
 
 def poll(what: str, check: t.Callable[[], t.Any], timeout: float = 90.0) -> t.Any:
-    deadline = time.monotonic() + timeout
-    last: t.Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"{what} not seen within {timeout:g}s (last: {last!r})")
+    return wait_until(check, timeout, what, interval=0.2)
 
 
 @pytest.fixture(scope="module")

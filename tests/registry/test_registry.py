@@ -44,7 +44,7 @@ from ride_duration.model.predictor import GOLDEN_RIDES, sample_rides
 from ride_duration.registry import promote
 from ride_duration.startup import get_holder
 from tests.mlflow_server import MlflowServer
-from tests.support import ROOT, Server, free_port, http, post_json
+from tests.support import ROOT, Server, free_port, http, post_json, wait_until
 from tests.synthetic import real_month, write_month
 
 pytestmark = pytest.mark.slow
@@ -199,16 +199,6 @@ def worker_versions(server: Server) -> dict[int, str | None]:
         mine = [r for r in swaps if r.get("pid") == pid]
         versions[pid] = mine[-1]["model_version"] if mine else inherited
     return versions
-
-
-def wait_until(predicate: t.Callable[[], t.Any], timeout: float, what: str) -> t.Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def wait_converged(server: Server, version: str, timeout: float = 30.0) -> None:
