@@ -31,6 +31,9 @@ from pathlib import Path
 from ..config import Settings
 from ..errors import ExitCode, JobError
 from ..registry import promote
+from ..registry.aliases import champion_version
+from ..registry.mlflow_model import GATE_REASON_TAG, GATE_TAG
+from ..registry.summary import summary
 from . import cli
 
 if t.TYPE_CHECKING:
@@ -116,7 +119,7 @@ def validation_rides(args: argparse.Namespace, client: MlflowClient, run_id: str
 def record(client: MlflowClient, name: str, version: str, alias: str) -> None:
     """Copy the gate's last decision into the per-environment tags."""
     tags = client.get_model_version(name, version).tags
-    for key in (promote.GATE_TAG, promote.GATE_REASON_TAG):
+    for key in (GATE_TAG, GATE_REASON_TAG):
         if key in tags:
             client.set_model_version_tag(name, version, f"{key}.{alias}", tags[key])
 
@@ -128,17 +131,17 @@ def promote_between(client: MlflowClient, name: str, source: str, target: str,
 
     why = check_step(source, target)
     if why:
-        promote.summary(f"error: {why}")
+        summary(f"error: {why}")
         return ExitCode.BAD_INPUT
     src_alias, dst_alias = ENVIRONMENTS[source], ENVIRONMENTS[target]
     try:
         candidate = resolve(client, f"models:/{name}@{src_alias}")
     except RegistryUnavailable as exc:
-        promote.summary(f"error: nothing to promote from {source}: {exc}")
+        summary(f"error: nothing to promote from {source}: {exc}")
         return ExitCode.ERROR
     version = str(candidate.version)
-    if promote.champion_version(client, name, dst_alias) == version:
-        promote.summary(f"{name} v{version} is already @{dst_alias} ({target}); nothing to do")
+    if champion_version(client, name, dst_alias) == version:
+        summary(f"{name} v{version} is already @{dst_alias} ({target}); nothing to do")
         return ExitCode.OK
     try:
         model = load(client, candidate)
@@ -159,16 +162,16 @@ def run(args: argparse.Namespace) -> int:
     """``python -m ride_duration promote``: one ``gate:`` line, exit 0/3/1/2."""
     why = check_step(args.source, args.target)
     if why:
-        promote.summary(f"error: --to {args.target}: {why}")
+        summary(f"error: --to {args.target}: {why}")
         return ExitCode.BAD_INPUT
     settings = Settings()
     try:
         args.rides = given_validation_rides(args, settings)  # inputs first: a bad file fails before the registry
     except JobError as exc:
-        promote.summary(f"error: --valid-data {args.valid_data}: {exc}")
+        summary(f"error: --valid-data {args.valid_data}: {exc}")
         return exc.exit_code
     if not settings.mlflow_tracking_uri:
-        promote.summary("error: promote needs MLFLOW_TRACKING_URI (the tracking server's URL)")
+        summary("error: promote needs MLFLOW_TRACKING_URI (the tracking server's URL)")
         return ExitCode.ERROR
     from ..registry.client import bound_http, client_for
 
@@ -177,9 +180,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         return promote_between(client, args.model_name or settings.model_name, args.source, args.target, args)
     except JobError as exc:  # BadInput: the logged validation file; JobError: a download
-        promote.summary(f"error: {exc}")
+        summary(f"error: {exc}")
         return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - a CLI: report any failure as one line and exit 1
         log.exception("promotion failed")
-        promote.summary(f"error: {type(exc).__name__}: {str(exc)[:500]}")
+        summary(f"error: {type(exc).__name__}: {str(exc)[:500]}")
         return ExitCode.ERROR

@@ -5,10 +5,10 @@
 1. the month (``--month YYYY-MM``, or ``latest``: the newest month whose next month is
    available too) and its validation month (``--valid-month``, default the month after)
    are read like ``train.py`` reads them: from ``TLC_DATA_DIR`` when there, else downloaded from
-   the TLC (unless ``TLC_DOWNLOAD=false``);
+   the TLC (unless ``TLC_DOWNLOAD=false``) (:mod:`.months`);
 2. the newest month is monitored against the champion's (``models:/<MODEL_NAME>@<alias>``)
    training data with the champion's predictions (the ``monitor`` job; the summary is logged and,
-   with ``--report-dir``, written as report.json/.html and metrics.prom);
+   with ``--report-dir``, written as report.json/.html and metrics.prom) (:mod:`.champion_drift`);
 3. a challenger is fitted on the month and validated on the validation month
    (:func:`ride_duration.jobs.train.fit`, the training job's own fit);
 4. it is registered and promoted only through the champion/challenger gate
@@ -27,13 +27,13 @@ import argparse
 import datetime as dt
 import logging
 import typing as t
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from ..config import Settings
 from ..errors import BadInput, ExitCode, JobError
-from . import cli, data
+from . import cli
+from .champion_drift import ChampionNotLoadable, monitor_month
+from .months import LATEST, NoData, latest_month, month, next_month, read, source_for
 
 if t.TYPE_CHECKING:
     import pandas as pd
@@ -41,145 +41,9 @@ if t.TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-
-class NoData(BadInput):
-    """The month's file is not there (not yet published, or not in ``TLC_DATA_DIR`` offline)."""
-
-
-class ChampionNotLoadable(JobError):
-    """The champion the month is monitored with cannot be loaded (exit 1)."""
-
-
-LATEST = "latest"
-LOOKBACK_MONTHS = 18
-"""How far back ``--month latest`` looks for published months (the TLC publishes ~2 months late)."""
-
-
-def month(text: str) -> str:
-    """argparse type: ``YYYY-MM`` or ``latest``."""
-    if text == LATEST:
-        return text
-    try:
-        dt.datetime.strptime(text, "%Y-%m")
-    except ValueError:
-        raise argparse.ArgumentTypeError("must be YYYY-MM") from None
-    return text
-
-
-def next_month(value: str) -> str:
-    year, mon = map(int, value.split("-"))
-    return f"{year + mon // 12}-{mon % 12 + 1:02d}"
-
-
-def previous_month(value: str) -> str:
-    year, mon = map(int, value.split("-"))
-    return f"{year - (mon == 1)}-{(mon - 2) % 12 + 1:02d}"
-
-
-def latest_month(settings: Settings, today: dt.date | None = None) -> str:
-    """The newest month whose next month is available too (so it can be validated).
-
-    Candidates: the months of the files in ``TLC_DATA_DIR`` and, when downloads are on, the
-    last :data:`LOOKBACK_MONTHS` months at the TLC.
-
-    :raises NoData: no such pair.
-    """
-    candidates = {p.stem.rsplit("_", 1)[-1] for p in Path(settings.tlc_data_dir).glob("green_tripdata_*.parquet")}
-    if settings.tlc_download:
-        current = (today or dt.date.today()).strftime("%Y-%m")
-        for _ in range(LOOKBACK_MONTHS):
-            current = previous_month(current)
-            candidates.add(current)
-    available: dict[str, bool] = {}
-
-    def has(value: str) -> bool:
-        if value not in available:
-            try:
-                source_for(value, settings)
-                available[value] = True
-            except NoData:
-                available[value] = False
-        return available[value]
-
-    for candidate in sorted((c for c in candidates if len(c) == 7), reverse=True):
-        if has(next_month(candidate)) and has(candidate):
-            return candidate
-    raise NoData(f"no month with its next month in {settings.tlc_data_dir}"
-                 + (f" or at the TLC (last {LOOKBACK_MONTHS} months)" if settings.tlc_download else ""))
-
-
-def source_for(value: str, settings: Settings) -> str:
-    """The local file or the TLC URL for a month.
-
-    :raises NoData: not local and downloads are off, or the TLC answers 403/404 (not published).
-    """
-    source = data.resolve_source(value, settings.tlc_data_dir)
-    if not source.startswith(("http://", "https://")):
-        return source
-    if not settings.tlc_download:
-        raise NoData(f"{value}: not in {settings.tlc_data_dir} and TLC_DOWNLOAD is false")
-    try:
-        with urllib.request.urlopen(urllib.request.Request(source, method="HEAD"), timeout=30):  # noqa: S310 - http(s) only, checked above
-            return source
-    except urllib.error.HTTPError as exc:
-        if exc.code in (403, 404):  # CloudFront answers 403 for a file that does not exist
-            raise NoData(f"{value}: {source} answered {exc.code} (not published yet?)") from exc
-        raise
-
-
-def read(source: str) -> pd.DataFrame:
-    rides = data.read_rides(source)
-    if rides.empty:
-        raise NoData(f"{source}: no 1-60 minute rides")
-    return rides
-
-
-def champion_training_data(settings: Settings, name: str, alias: str) -> str | None:
-    """Where the champion's training data is (its run's ``train_data`` param), or None without a champion."""
-    from ..registry.client import client_for
-    from ..registry.promote import champion_version
-
-    client = client_for(t.cast(str, settings.mlflow_tracking_uri))
-    version = champion_version(client, name, alias)
-    if version is None:
-        return None
-    run_id = client.get_model_version(name, version).run_id
-    source = client.get_run(run_id).data.params.get("train_data") if run_id else None
-    if not source:
-        return None
-    if Path(source).is_file() or source.startswith(("http://", "https://")):
-        return source
-    local = settings.tlc_data_dir / Path(source).name  # trained elsewhere (another container): same file here?
-    return str(local) if local.is_file() else None
-
-
-def monitor_month(args: argparse.Namespace, settings: Settings, name: str, current: str) -> dict[str, t.Any] | None:
-    """The monitor report of ``current`` against the champion's training data (None if there is no champion)."""
-    from . import monitor
-
-    reference = champion_training_data(settings, name, args.alias)
-    if reference is None:
-        log.info("no champion (or its training data) to compare with: monitoring skipped",
-                 extra={"event": "retrain_monitor_skipped"})
-        return None
-    try:
-        model = cli.load_model(args, settings, model_uri=f"models:/{name}@{args.alias}")
-    except JobError as exc:
-        raise ChampionNotLoadable(str(exc)) from None
-    report, snapshot = monitor.build(reference, current, model, settings.tlc_data_dir, args.sample_rows)
-    if args.report_dir is not None:
-        monitor.write(report, snapshot, args.report_dir, args.pushgateway)
-    log.info("monitor: drift_detected=%s champion RMSE on %s: %s", report["drift_detected"], args.month,
-             (report["quality"] or {}).get("rmse"),
-             extra={"event": "retrain_monitored", "drift_detected": report["drift_detected"],
-                    "scores": {k: v["score"] for k, v in report["features"].items()},
-                    "champion_rmse": (report["quality"] or {}).get("rmse")})
-    return report
-
-
 def train_and_gate(args: argparse.Namespace, train_src: str, valid_src: str, train_rides: pd.DataFrame,
                    valid_rides: pd.DataFrame, report: dict[str, t.Any] | None) -> int:
-    from ..registry import promote
+    from ..registry import gate, promote
     from . import train
 
     dv, lr, rmse = train.fit(train_rides, valid_rides)
@@ -191,7 +55,7 @@ def train_and_gate(args: argparse.Namespace, train_src: str, valid_src: str, tra
         "params": {**train.model_params(train.DEFAULT_STEP, train.DEFAULT_ALPHA), "trigger": "retrain"},
         "feature_step": train.DEFAULT_STEP.to_dict(),  # the logged pipeline must apply the step fit() used
     }
-    info["metrics"] = promote.metrics(lr.predict(dv.transform(train.prepare_features(
+    info["metrics"] = gate.metrics(lr.predict(dv.transform(train.prepare_features(
         valid_rides.to_dict("records"), train.DEFAULT_STEP))), valid_rides)
     if report is not None:
         info["monitor"] = {"drift_detected": report["drift_detected"],

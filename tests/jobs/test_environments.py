@@ -26,7 +26,7 @@ from ride_duration import __main__ as cli
 from ride_duration.features import prepare_features
 from ride_duration.jobs import data
 from ride_duration.jobs.environments import ENVIRONMENTS, ORDER, check_step
-from ride_duration.registry import promote
+from ride_duration.registry import aliases, register
 from tests.mlflow_server import MlflowServer
 from tests.support import ROOT
 from tests.synthetic import write_month
@@ -84,7 +84,7 @@ def promote_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, st
 
 
 def at(client: t.Any, env: str) -> str | None:
-    return promote.champion_version(client, NAME, ENVIRONMENTS[env])
+    return aliases.champion_version(client, NAME, ENVIRONMENTS[env])
 
 
 def register_by_hand(client: t.Any, train: Path, valid: Path) -> str:
@@ -96,7 +96,7 @@ def register_by_hand(client: t.Any, train: Path, valid: Path) -> str:
     info = {"trained_at": "2026-01-01T00:00:00+00:00", "metrics": {"valid_rmse": 0.0},
             "train_data": {"source": str(train), "rows": len(rides)},
             "valid_data": {"source": str(valid), "rows": len(valid_rides)}, "params": {"model": "LinearRegression"}}
-    version, _ = promote.log_and_register(argparse.Namespace(experiment="env-tests"), NAME, dv, lr, info, valid_rides)
+    version, _ = register.log_and_register(argparse.Namespace(experiment="env-tests"), NAME, dv, lr, info, valid_rides)
     client.set_registered_model_alias(NAME, "dev", version)
     return version
 

@@ -41,7 +41,8 @@ from ride_duration.features import prepare_features
 from ride_duration.jobs import data
 from ride_duration.model.loading import load_file
 from ride_duration.model.predictor import GOLDEN_RIDES, sample_rides
-from ride_duration.registry import promote
+from ride_duration.registry import aliases
+from ride_duration.registry.register import log_and_register
 from ride_duration.startup import get_holder
 from tests.mlflow_server import MlflowServer
 from tests.support import ROOT, Server, free_port, http, post_json, wait_until
@@ -146,8 +147,8 @@ def register(name: str, dv: t.Any, lr: t.Any, valid: Path, alias: bool = True,
     info = {"trained_at": "2026-01-01T00:00:00+00:00", "metrics": {"valid_rmse": 1.0},
             "train_data": {"source": str(valid), "rows": len(rides)}, "valid_data": {"source": str(valid), "rows": 500},
             "params": {"model": type(lr).__name__}, "feature_step": step}
-    version, run_id = promote.log_and_register(argparse.Namespace(experiment="registry-tests"), name, dv, lr,
-                                               info, rides)
+    version, run_id = log_and_register(argparse.Namespace(experiment="registry-tests"), name, dv, lr,
+                                       info, rides)
     if alias:
         mlflow.MlflowClient().set_registered_model_alias(name, "production", version)
     return version, run_id
@@ -396,7 +397,7 @@ def test_every_uri_form_serves_the_bundled_weights_with_identical_predictions(
     name = "same"
     dv, lr = pickle.loads(BUNDLED.read_bytes())
     version, run_id = register(name, dv, lr, months["valid"], alias=False, step=load_file(BUNDLED).step.to_dict())
-    promote.promote(mlflow_client, name, version, "production", legacy_stage=True)
+    aliases.move(mlflow_client, name, version, "production", legacy_stage=True)
     bundled = load_file(BUNDLED)
     rides = list(GOLDEN_RIDES) + sample_rides(t.cast(t.Any, bundled.fast), 300)
     for uri in (f"models:/{name}@production", f"models:/{name}/Production", f"models:/{name}/{version}",
