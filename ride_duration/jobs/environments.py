@@ -15,9 +15,18 @@ validation file logged with the candidate's run (``data/valid/`` artifact).
 
 Besides the gate's own ``gate``/``gate_reason`` tags (the last decision), each decision is kept per
 environment as ``gate.<alias>`` / ``gate_reason.<alias>`` on the version.
+
+With ``--require-shadow-evidence N --shadow-evidence report.json`` (``evaluate``'s report) the
+candidate must also have been shadowed beside the current ``@<to alias>`` version: the report must
+compare the two on at least N live rides with a lower live RMSE for the candidate, else the
+champion is kept before any model is loaded (:mod:`ride_duration.registry.shadow_evidence`; the
+decision and the numbers are tagged on the candidate as ``shadow_evidence.*``).
+
 Exit codes (:class:`ride_duration.errors.ExitCode`): 0 promoted (or already there), 3 kept the
-champion, 1 error (no MLFLOW_TRACKING_URI, registry unreachable, nothing to promote), 2 bad input
-(a skipped environment, an unreadable or mistyped ``--valid-data``: read before the registry is asked).
+champion (also: the live evidence is missing, too small or not better), 1 error (no
+MLFLOW_TRACKING_URI, registry unreachable, nothing to promote), 2 bad input (a skipped environment,
+an unreadable or mistyped ``--valid-data``, a missing, unreadable or malformed ``--shadow-evidence``,
+a bad flag: read before the registry is asked).
 """
 
 from __future__ import annotations
@@ -29,12 +38,12 @@ import typing as t
 from pathlib import Path
 
 from ..config import Settings
-from ..errors import ExitCode, JobError
-from ..registry import promote
+from ..errors import BadInput, ExitCode, JobError
+from ..registry import promote, shadow_evidence
 from ..registry.aliases import champion_version
 from ..registry.mlflow_model import GATE_REASON_TAG, GATE_TAG
 from ..registry.summary import summary
-from . import cli
+from . import cli, live_evidence
 
 if t.TYPE_CHECKING:
     import pandas as pd
@@ -65,7 +74,9 @@ def check_step(source: str, target: str) -> str | None:
 def add_parser(commands: t.Any) -> None:
     """Register ``promote`` on a subparsers object; sets ``run``."""
     parser = commands.add_parser("promote", help="move the model of one environment to the next through the gate",
-                                 description=(__doc__ or "").split("\n\n")[0])
+                                 description=(__doc__ or "").split("\n\n")[0],
+                                 epilog=(__doc__ or "").split("\n\n")[-1].replace("``", "").replace(
+                                     ":class:`ride_duration.errors.ExitCode`", "ExitCode"))
     add_arguments(parser)
     parser.set_defaults(run=run)
 
@@ -79,6 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "candidate's training run")
     cli.data_dir_option(parser)
     parser.add_argument("--model-name", default=None, help="registered model (default MODEL_NAME)")
+    live_evidence.add_options(parser, "the --from version")
 
 
 def logged_validation_file(client: MlflowClient, run_id: str, dst: str) -> Path | None:
@@ -143,6 +155,11 @@ def promote_between(client: MlflowClient, name: str, source: str, target: str,
     if champion_version(client, name, dst_alias) == version:
         summary(f"{name} v{version} is already @{dst_alias} ({target}); nothing to do")
         return ExitCode.OK
+    if getattr(args, "require_shadow_evidence", None) is not None:  # live evidence first: it needs no model loaded
+        evidence = shadow_evidence.check(client, name, version, dst_alias, getattr(args, "evidence", None),
+                                         live_evidence.source(args), args.require_shadow_evidence)
+        if not evidence.promote:
+            return shadow_evidence.keep(name, version, dst_alias, evidence)
     try:
         model = load(client, candidate)
     except CandidateRejected as exc:
@@ -169,6 +186,11 @@ def run(args: argparse.Namespace) -> int:
         args.rides = given_validation_rides(args, settings)  # inputs first: a bad file fails before the registry
     except JobError as exc:
         summary(f"error: --valid-data {args.valid_data}: {exc}")
+        return exc.exit_code
+    try:
+        args.evidence = live_evidence.read(args)
+    except BadInput as exc:
+        summary(f"error: {exc}")
         return exc.exit_code
     if not settings.mlflow_tracking_uri:
         summary("error: promote needs MLFLOW_TRACKING_URI (the tracking server's URL)")

@@ -15,10 +15,21 @@
    (:func:`ride_duration.registry.promote.register_and_gate`): champion and challenger are
    scored on the same validation rides and the alias moves only if the challenger is better.
 
-Exit codes (:class:`ride_duration.errors.ExitCode`; 0 and 3 as ``train.py --register``): 0 promoted;
-1 error (no MLFLOW_TRACKING_URI, registry, download or training failure); 2 no data (a month not
-published or not found: try later) or bad input (a month's file unreadable, a column missing or
-mistyped, a bad flag); 3 kept the champion (the challenger was registered and rejected).
+Promotion on live evidence (``--require-shadow-evidence N [--shadow-evidence report.json]``): the
+new challenger has no live evidence yet, so step 4 moves ``@challenger`` instead (if it beats
+``@production`` on the validation rides), for the service to shadow (``SHADOW_MODEL_URI``). Before
+that, the current ``@challenger`` moves to ``@production`` only if the report of ``evaluate``
+compares it with the current ``@production`` on at least N live rides and its live RMSE is lower
+(:mod:`ride_duration.registry.shadow_evidence`); the decision and the numbers are tagged on it
+(``shadow_evidence.*``).
+
+Exit codes (:class:`ride_duration.errors.ExitCode`; 0 and 3 as ``train.py --register``): 0 promoted
+(with --require-shadow-evidence: the challenger, on live evidence); 1 error (no MLFLOW_TRACKING_URI,
+registry, download or training failure); 2 no data (a month not published or not found: try later)
+or bad input (a month's file unreadable, a column missing or mistyped, a bad flag, a missing,
+unreadable or malformed --shadow-evidence report); 3 kept the champion (the challenger was
+registered and rejected; with --require-shadow-evidence: the live evidence is missing, too small or
+not better).
 """
 
 from __future__ import annotations
@@ -31,7 +42,7 @@ from pathlib import Path
 
 from ..config import Settings
 from ..errors import BadInput, ExitCode, JobError
-from . import cli
+from . import cli, live_evidence
 from .champion_drift import ChampionNotLoadable, monitor_month
 from .months import LATEST, NoData, latest_month, month, next_month, read, source_for
 
@@ -62,9 +73,21 @@ def train_and_gate(args: argparse.Namespace, train_src: str, valid_src: str, tra
                            "scores": {k: v["score"] for k, v in report["features"].items()},
                            "champion_rmse": (report["quality"] or {}).get("rmse")}
     log.info("challenger validation RMSE %.4f on %d rides of %s", rmse, len(valid_rides), args.valid_month)
-    gate_args = argparse.Namespace(model_name=args.model_name, alias=args.alias, legacy_stage=False,
+    live = args.require_shadow_evidence is not None  # the new candidate goes to @challenger, to be shadowed
+    gate_args = argparse.Namespace(model_name=args.model_name, alias=args.challenger_alias if live else args.alias,
+                                   against=args.alias if live else None, legacy_stage=False,
                                    experiment=args.experiment)
     return promote.register_and_gate(gate_args, dv, lr, info, valid_rides)
+
+
+def decide_on_live_evidence(args: argparse.Namespace, settings: Settings, evidence: t.Any) -> int:
+    """Promote the current ``@challenger`` to ``@<alias>`` on the report's evidence, or keep (exit 0/3)."""
+    from ..registry.client import client_for
+    from ..registry.shadow_evidence import decide_challenger
+
+    client = client_for(t.cast(str, settings.mlflow_tracking_uri))
+    return decide_challenger(client, args.model_name, args.challenger_alias, args.alias, evidence,
+                             live_evidence.source(args), args.require_shadow_evidence)
 
 
 def summary(text: str) -> None:
@@ -83,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
 
     bound_http(timeout=60, max_retries=3)  # as the gate: a registry that is down fails in minutes, not hangs
     try:
+        evidence = live_evidence.read(args)  # inputs first: a bad report fails before months are read
         if args.month == LATEST:
             args.month = latest_month(settings)
             log.info("latest month with a validation month after it: %s", args.month)
@@ -102,6 +126,14 @@ def run(args: argparse.Namespace) -> int:
         log.exception("reading the months failed")
         summary(f"error: {type(exc).__name__}: {str(exc)[:500]}")
         return ExitCode.ERROR
+    live_code = None
+    if args.require_shadow_evidence is not None:
+        try:
+            live_code = decide_on_live_evidence(args, settings, evidence)
+        except Exception as exc:  # noqa: BLE001 - a CLI: one line, exit 1
+            log.exception("deciding on the live evidence failed")
+            summary(f"error: {type(exc).__name__}: {str(exc)[:500]}")
+            return ExitCode.ERROR
     try:
         report = monitor_month(args, settings, name, train_src)
     except ChampionNotLoadable as exc:
@@ -118,8 +150,14 @@ def run(args: argparse.Namespace) -> int:
         summary(f"error: {type(exc).__name__}: {str(exc)[:500]}")
         return ExitCode.ERROR
     outcome = {ExitCode.OK: "promoted", ExitCode.KEPT_CHAMPION: "kept champion"}.get(code, "error")
-    summary(f"{outcome} (challenger trained on {args.month}, validated on {args.valid_month})")
-    return code
+    trained = f"trained on {args.month}, validated on {args.valid_month}"
+    if live_code is None:
+        summary(f"{outcome} (challenger {trained})")
+        return code
+    challenger = {ExitCode.OK: f"is @{args.challenger_alias} now", ExitCode.KEPT_CHAMPION: "rejected by the gate"}
+    live = {ExitCode.OK: "promoted", ExitCode.KEPT_CHAMPION: "kept champion"}[live_code]
+    summary(f"{live} on live evidence; the new challenger {challenger.get(code, 'failed')} ({trained})")
+    return live_code if code in challenger else code
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -139,4 +177,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--pushgateway", default=None, help="push the monitor's metrics to this Pushgateway")
     p.add_argument("--sample-rows", type=cli.positive_int, default=None,
                    help="monitor at most this many rides per side")
+    live_evidence.add_options(p, "the current --challenger-alias version to --alias")
+    p.add_argument("--challenger-alias", default="challenger",
+                   help="with --require-shadow-evidence: the alias the new challenger is gated into, to be shadowed "
+                        "(SHADOW_MODEL_URI), and whose version is promoted on live evidence (default challenger)")
     p.set_defaults(run=run)

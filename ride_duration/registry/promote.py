@@ -45,8 +45,11 @@ def score(name: str, version: str, valid_rides: pd.DataFrame) -> dict[str, float
 
 
 def gate(client: MlflowClient, name: str, version: str, valid_rides: pd.DataFrame, alias: str,
-         legacy_stage: bool, dv: t.Any, lr: t.Any, step: t.Mapping[str, t.Any] | None = None) -> int:
-    """Champion/challenger: promote ``version`` only if it beats the alias's version."""
+         legacy_stage: bool, dv: t.Any, lr: t.Any, step: t.Mapping[str, t.Any] | None = None,
+         against: str | None = None) -> int:
+    """Champion/challenger: move ``alias`` to ``version`` only if it beats the version of ``against``
+    (default: of ``alias`` itself; ``retrain --require-shadow-evidence`` moves ``@challenger`` only
+    if the candidate beats ``@production``)."""
     n = len(valid_rides)
     try:
         LoadedModel.build(dv, lr, version=version, source="candidate", step=FeatureStep.from_dict(step))
@@ -55,9 +58,9 @@ def gate(client: MlflowClient, name: str, version: str, valid_rides: pd.DataFram
     candidate_scores = score(name, version, valid_rides)
     if not all(math.isfinite(v) for v in candidate_scores.values()):
         return reject(client, name, version, "candidate RMSE is not finite")
-    champion = champion_version(client, name, alias)
+    champion = champion_version(client, name, against or alias)
     if champion is None:
-        reason = (f"no @{alias} version yet; candidate plausible-ride RMSE "
+        reason = (f"no @{against or alias} version yet; candidate plausible-ride RMSE "
                   f"{candidate_scores['valid_rmse_plausible']:.4f} (all 1-60 minute rides "
                   f"{candidate_scores['valid_rmse']:.4f}) on {n} validation rides")
     else:
@@ -65,7 +68,9 @@ def gate(client: MlflowClient, name: str, version: str, valid_rides: pd.DataFram
         ok, reason = judge(candidate_scores, champion_scores, f"v{champion}", n)
         if not ok:
             return reject(client, name, version, reason)
-        client.set_model_version_tag(name, version, "previous_" + alias, champion)
+        previous = champion if against is None else champion_version(client, name, alias)
+        if previous is not None:
+            client.set_model_version_tag(name, version, "previous_" + alias, previous)
     move(client, name, version, alias, legacy_stage)
     client.set_model_version_tag(name, version, GATE_TAG, "promoted")
     client.set_model_version_tag(name, version, GATE_REASON_TAG, reason)
@@ -96,7 +101,7 @@ def register_and_gate(args: argparse.Namespace, dv: t.Any, lr: t.Any, info: dict
     try:
         version, _ = log_and_register(args, name, dv, lr, info, valid_rides)
         return gate(mlflow.MlflowClient(), name, version, valid_rides, args.alias, args.legacy_stage, dv, lr,
-                    fitted_step(dv, info.get("feature_step")).to_dict())
+                    fitted_step(dv, info.get("feature_step")).to_dict(), getattr(args, "against", None))
     except Exception as exc:  # noqa: BLE001 - a CLI: report any failure as one line and exit 1
         log.exception("registration failed")
         summary(f"error: {type(exc).__name__}: {str(exc)[:500]}")
