@@ -63,6 +63,8 @@ class RideWarning(BaseModel):
 class Prediction(BaseModel):
     duration: float
     model_version: str
+    ride_id: str | int | None = None
+    """The request's ``ride_id``, present when it had one."""
     warnings: list[RideWarning] | None = None
     """Present only when the ride's distance is implausible."""
 
@@ -70,6 +72,8 @@ class Prediction(BaseModel):
 class Predictions(BaseModel):
     durations: list[float]
     model_version: str
+    ride_ids: list[str | int | None] | None = None
+    """One per ride (null for a ride without), present when any ride of the batch had a ``ride_id``."""
     warnings: list[RideWarning] | None = None
     """Present only when a ride's distance is implausible."""
 
