@@ -90,6 +90,18 @@ class Refusal(BaseModel):
     ``unsafe_types`` or ``invalid``."""
 
 
+class ShadowState(BaseModel):
+    """The shadow model (``SHADOW_MODEL_URI``): what scores the sampled rides off the response path."""
+
+    status: t.Literal["scoring", "unavailable"]
+    model_version: str | None
+    uri: str | None
+    sample_rate: float
+    reason: str | None = None
+    """Why no shadow model is loaded (``unavailable``)."""
+    refused: list[Refusal] | None = None
+
+
 class Readiness(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -101,12 +113,15 @@ class Readiness(BaseModel):
     warnings: list[str]
     refused: list[Refusal] | None = None
     """Registry versions this worker refused to serve (it kept the model above), and why."""
+    shadow: ShadowState | None = None
+    """Present when a shadow model is configured."""
 
 
 class NotReady(BaseModel):
     status: t.Literal["not_ready"]
     reason: str | None
     refused: list[Refusal] | None = None
+    shadow: ShadowState | None = None
 
 
 class ModelCard(BaseModel):

@@ -68,13 +68,17 @@ def health() -> Response:
 
 @bp.get("/ready")
 def ready() -> Response:
-    """Readiness: 200 with the model's identity once one is loaded, else 503 with the reason."""
+    """Readiness: 200 with the model's identity once one is loaded, else 503 with the reason; with a shadow
+    model, its state under ``shadow``."""
     holder = get_holder(current_app)
     model = holder.current
-    refused = {"refused": list(holder.refused.values())} if holder.refused else {}
+    extra: dict[str, t.Any] = {"refused": list(holder.refused.values())} if holder.refused else {}
+    shadow = current_app.extensions.get("shadow")
+    if shadow is not None:  # its state never changes readiness: answers do not depend on it
+        extra["shadow"] = shadow.state()
     if model is None:
-        return json_response({"status": "not_ready", "reason": holder.reason, **refused}, 503)
-    return json_response({**service.readiness(model), **refused})
+        return json_response({"status": "not_ready", "reason": holder.reason, **extra}, 503)
+    return json_response({**service.readiness(model), **extra})
 
 
 @bp.get("/model")
