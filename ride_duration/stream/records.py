@@ -7,6 +7,8 @@ characters, or an integer within int64); other fields are ignored. Validation is
 the API answers 422, with the same ``{code, message, details}``.
 
 * Prediction: ``{"ride_id", "duration", "model_version"}``, keyed by ``ride_id``.
+* Shadow prediction (``--shadow-sink``, with a shadow model): ``{"ride_id", "role": "shadow",
+  "duration", "model_version", "served_duration", "served_model_version"}``, keyed by ``ride_id``.
 * Dead letter: ``{"error": {"code", "message", "details"?}, "source": {...}, "original_base64"}``
   keyed like the original; ``source`` says where the message came from (Kafka: ``topic``,
   ``partition``, ``offset``; Kinesis: ``stream_arn``, ``sequence_number``,
@@ -83,6 +85,9 @@ class Batch:
     model_version: str
     predictions: list[tuple[int, bytes, bytes]]
     dead_letters: list[tuple[int, bytes | None, bytes, ServiceError]]
+    rides: list[dict[str, t.Any]] = dataclasses.field(default_factory=list)
+    """The predicted rides (with their ``ride_id``), in the order of ``predictions``: for the shadow."""
+    durations: list[float] = dataclasses.field(default_factory=list)
 
 
 def process(values: t.Sequence[bytes | None], keys: t.Sequence[bytes | None],
@@ -98,4 +103,10 @@ def process(values: t.Sequence[bytes | None], keys: t.Sequence[bytes | None],
     durations = model.predict([p.ride for _, p in parsed]) if parsed else []
     out = [(i, key_of(p.ride_id), prediction(p.ride_id, d, model.version))
            for (i, p), d in zip(parsed, durations, strict=True)]
-    return Batch(model.version, out, dead)
+    return Batch(model.version, out, dead, [{**p.ride, "ride_id": p.ride_id} for _, p in parsed], list(durations))
+
+
+def shadow_record(ride_id: str | int, duration: float, version: str, served: float, served_version: str) -> bytes:
+    """A shadow prediction for ``--shadow-sink``; the served one beside it."""
+    return orjson.dumps({"ride_id": ride_id, "role": "shadow", "duration": duration, "model_version": version,
+                         "served_duration": served, "served_model_version": served_version})
