@@ -8,7 +8,8 @@ null without timestamps, and always null in a prediction log).
   with :func:`ride_duration.jobs.score.score_file`, the ``score`` CLI's own code, so the
   monitor's RMSE is the score CLI's on the same rides.
 * A directory or a ``.jsonl`` file is the prediction log (``PREDICTION_LOG_DIR``; every
-  ``*.jsonl*`` file in it, rotated ones included); its predictions are the ones served.
+  ``*.jsonl*`` file in it, rotated ones included); its predictions are the ones served: only the
+  lines whose ``role`` is ``served`` (or absent, older logs) are read, never the shadow model's.
 """
 
 from __future__ import annotations
@@ -88,13 +89,16 @@ def read_log(path: Path) -> tuple[pd.DataFrame, dict[str, t.Any]]:
     import pandas as pd
 
     records: list[dict[str, t.Any]] = []
-    bad = 0
+    bad = shadow = 0
     files = log_files(path)
     for file in files:
         with open(file, "rb") as lines:
             for line in lines:
                 try:
                     record = orjson.loads(line)
+                    if record.get("role", "served") != "served":
+                        shadow += 1  # a shadow model's prediction of a ride already logged as served
+                        continue
                     records.append({key: record.get(key) for key in (*COLUMNS, "prediction", "model_version")})
                 except (orjson.JSONDecodeError, AttributeError):
                     bad += 1  # a line cut by a crash mid-write, or not a record
@@ -107,4 +111,4 @@ def read_log(path: Path) -> tuple[pd.DataFrame, dict[str, t.Any]]:
     versions = sorted(str(v) for v in frame["model_version"].dropna().unique())
     return frame.drop(columns="model_version"), {
         "source": str(path), "kind": "prediction_log", "files": len(files), "rows": len(frame),
-        "unreadable_lines": bad, "model_versions": versions}
+        "unreadable_lines": bad, "shadow_lines": shadow, "model_versions": versions}

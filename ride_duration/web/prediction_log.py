@@ -10,22 +10,27 @@ either) drains the queue, serialises with orjson and appends to
 at ``PREDICTION_LOG_MAX_BYTES`` keeping ``PREDICTION_LOG_BACKUPS`` files. One line per ride::
 
     {"time": "2026-12-01T23:10:00.123Z", "request_id": "...", "endpoint": "/predict",
-     "model_version": "lin_reg-44c059562705", "PULocationID": 10, "DOLocationID": 50,
-     "trip_distance": 40.0, "prediction": 26.44}
+     "role": "served", "ride_id": "r-17", "model_version": "lin_reg-44c059562705",
+     "PULocationID": 10, "DOLocationID": 50, "trip_distance": 40.0, "prediction": 26.44}
 
-``python -m ride_duration monitor --current <dir>`` reads the directory. Counted in
-``ride_duration_prediction_log_records{outcome="written"|"dropped"}`` (rides).
+``ride_id`` is the request's (null without one). With a shadow model (``SHADOW_MODEL_URI``) the
+shadow scorer adds, for each shadow-scored ride, a ``"role": "shadow"`` line with the shadow's
+prediction and version beside the served ones (``served_prediction``, ``served_model_version``),
+through the same queue and writer (:meth:`PredictionLog.shadow`). Shadow lines are written for
+every shadow-scored ride (``SHADOW_SAMPLE_RATE``), whatever ``PREDICTION_LOG_SAMPLE_RATE`` is.
+A line without ``role`` (older logs) is a served one.
+
+``python -m ride_duration monitor --current <dir>`` reads the served lines of the directory.
+Counted in ``ride_duration_prediction_log_records{outcome="written"|"dropped"}`` (rides).
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
 import logging.handlers
 import os
 import queue
 import random
-import threading
 import time
 import typing as t
 from pathlib import Path
@@ -35,6 +40,7 @@ from flask import g, request
 from prometheus_client import Counter
 
 from ..logs import iso_time
+from ..model.background import STOP, Background
 
 if t.TYPE_CHECKING:
     from flask import Flask
@@ -46,7 +52,8 @@ log = logging.getLogger(__name__)
 _records: Counter | None = None
 BATCH = 500
 """Queue entries written per file write (one write + flush per batch)."""
-STOP = None
+SERVED, SHADOW = "served", "shadow"
+"""The ``role`` of a line: the answer the client got, or the shadow model's prediction of the same ride."""
 
 
 def records_counter() -> Counter:
@@ -58,18 +65,17 @@ def records_counter() -> Counter:
     return _records
 
 
-class PredictionLog:
+class PredictionLog(Background):
     """``log(rides, predictions, model_version)``: called by the prediction routes after predicting."""
 
+    name = "prediction-log"
+
     def __init__(self, directory: Path, sample_rate: float, max_bytes: int, backups: int, queue_size: int) -> None:
+        super().__init__(queue_size)
         self.directory = Path(directory)
         self.sample_rate = sample_rate
         self.max_bytes = max_bytes
         self.backups = backups
-        self.queue_size = queue_size
-        self.pid: int | None = None
-        self.queue: queue.Queue[t.Any] = queue.Queue(queue_size)
-        self.thread: threading.Thread | None = None
         self.written = records_counter().labels("written")
         self.dropped = records_counter().labels("dropped")
 
@@ -79,51 +85,54 @@ class PredictionLog:
             return
         if self.pid != os.getpid():
             self.start()
-        entry = (time.time(), g.get("request_id"), request.path, model_version, rides, predictions)
-        try:
-            self.queue.put_nowait(entry)
-        except queue.Full:
-            self.dropped.inc(len(rides))
+        self.put((SERVED, time.time(), g.get("request_id"), request.path, model_version, rides, predictions))
+
+    def shadow(self, context: tuple[float, str | None, str], rides: t.Sequence[t.Mapping[str, t.Any]],
+               predictions: t.Sequence[float], version: str, served: t.Sequence[float], served_version: str) -> None:
+        """Queue the ``"role": "shadow"`` lines of shadow-scored rides (the shadow scorer's sink, off the
+        request path); ``context`` is the request's ``(time, request_id, endpoint)``."""
+        if self.pid != os.getpid():
+            self.start()
+        self.put((SHADOW, *context, version, rides, predictions, served_version, served))
+
+    def put(self, entry: tuple[t.Any, ...]) -> None:
+        if not self.offer(entry):
+            self.dropped.inc(len(entry[5]))
 
     def start(self) -> None:
         """Start this process's writer (post_fork; or lazily on first use outside gunicorn)."""
-        if self.pid == os.getpid() and self.thread is not None and self.thread.is_alive():
+        if self.running_here():
             return
-        self.pid = os.getpid()
-        self.queue = queue.Queue(self.queue_size)  # a fork's copy may hold the parent's entries
         self.directory.mkdir(parents=True, exist_ok=True)
         handler = logging.handlers.RotatingFileHandler(
-            self.directory / f"predictions-{self.pid}.jsonl", maxBytes=self.max_bytes, backupCount=self.backups,
+            self.directory / f"predictions-{os.getpid()}.jsonl", maxBytes=self.max_bytes, backupCount=self.backups,
             encoding="utf-8", delay=True)
         handler.terminator = ""  # lines carry their own newlines
-        self.thread = threading.Thread(target=self.write_loop, args=(handler, self.queue), daemon=True,
-                                       name="prediction-log")
-        self.thread.start()
-        atexit.register(self.stop)
-
-    def stop(self, timeout: float = 2.0) -> None:
-        """Write what is queued and stop the writer (atexit; gunicorn's worker_exit runs atexit)."""
-        thread = self.thread
-        if thread is None or not thread.is_alive() or self.pid != os.getpid():
-            return
-        try:
-            self.queue.put(STOP, timeout=timeout)
-        except queue.Full:
-            return
-        thread.join(timeout)
+        self.launch(handler)
 
     @staticmethod
     def lines(entry: tuple[t.Any, ...]) -> tuple[bytes, int]:
-        at, request_id, endpoint, version, rides, predictions = entry
+        role, at, request_id, endpoint, version, rides, predictions, *served = entry
         stamp = iso_time(at)
+        if role == SERVED:
+            out = b"".join(
+                orjson.dumps({"time": stamp, "request_id": request_id, "endpoint": endpoint, "role": role,
+                              "ride_id": ride.get("ride_id"), "model_version": version,
+                              "PULocationID": ride["PULocationID"], "DOLocationID": ride["DOLocationID"],
+                              "trip_distance": ride["trip_distance"], "prediction": value}) + b"\n"
+                for ride, value in zip(rides, predictions, strict=True))
+            return out, len(rides)
+        served_version, served_predictions = served
         out = b"".join(
-            orjson.dumps({"time": stamp, "request_id": request_id, "endpoint": endpoint, "model_version": version,
+            orjson.dumps({"time": stamp, "request_id": request_id, "endpoint": endpoint, "role": role,
+                          "ride_id": ride.get("ride_id"), "model_version": version, "prediction": value,
+                          "served_model_version": served_version, "served_prediction": served_value,
                           "PULocationID": ride["PULocationID"], "DOLocationID": ride["DOLocationID"],
-                          "trip_distance": ride["trip_distance"], "prediction": value}) + b"\n"
-            for ride, value in zip(rides, predictions, strict=True))
+                          "trip_distance": ride["trip_distance"]}) + b"\n"
+            for ride, value, served_value in zip(rides, predictions, served_predictions, strict=True))
         return out, len(rides)
 
-    def write_loop(self, handler: logging.handlers.RotatingFileHandler, entries: queue.Queue[t.Any]) -> None:
+    def drain(self, entries: queue.Queue[t.Any], handler: logging.handlers.RotatingFileHandler) -> None:
         stopping = False
         while not stopping:
             batch = [entries.get()]
