@@ -124,10 +124,10 @@ def normalise(raw: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
     shadow = frame.loc[(frame["role"] == SHADOW) & frame["served_model_version"].notna()
                        & np.isfinite(frame["served_prediction"].to_numpy(dtype=float, na_value=np.nan))]
     carried = shadow.assign(role=SERVED, model_version=shadow["served_model_version"],
-                            prediction=shadow["served_prediction"], served_model_version=pd.NA)
-    frame = pd.concat([frame, carried], ignore_index=True).drop(columns="served_prediction")
-    frame.loc[frame["role"] == SERVED, "served_model_version"] = pd.NA
-    return latest(frame), counts
+                            prediction=shadow["served_prediction"])
+    frame = pd.concat([frame, carried], ignore_index=True) if len(carried) else frame
+    frame["served_model_version"] = frame["served_model_version"].where(frame["role"] == SHADOW)
+    return latest(frame.drop(columns="served_prediction")), counts
 
 
 def latest(frame: pd.DataFrame) -> pd.DataFrame:

@@ -1,11 +1,16 @@
-"""Read a Kafka topic once, from the beginning to the end offsets it had when the read started.
+"""Read a Kafka topic once, from the beginning to its end: a finite data set out of a stream.
 
-For jobs that need a topic's records as a finite data set (``evaluate`` reads the predictions
-topics): every partition is *assigned* (no group membership, so a running consumer group is never
-rebalanced) from its low watermark, nothing is committed, and the read stops when each partition
-reaches the high watermark taken at the start: messages produced meanwhile are left for the next
-run. The connection settings are the stream consumer's (``bootstrap.servers`` from the
-``kafka://`` address, extra librdkafka settings such as ``security.protocol`` passed through).
+For jobs that need a topic's records as a data set (``evaluate`` reads the predictions topics):
+every partition that holds messages (its end offset at the start above its first) is *assigned*
+(no group membership, so a running consumer group is never rebalanced) from its first offset, nothing
+is committed, and a partition is done when the consumer reaches its end (librdkafka's
+partition-EOF event: the fetch position at the broker's high watermark, after at least the end
+offset taken at the start). A message produced during the read may be included when it lands before
+the reader gets there; the read does not chase a partition beyond the end it finds. The end is
+judged by the fetch's high watermark, not by the end offsets listed at the start alone: tansu (the
+test broker) lists the offset after the last record *batch*'s first record there, not after its last.
+The connection settings are the stream consumer's (``bootstrap.servers`` from the ``kafka://``
+address, extra librdkafka settings such as ``security.protocol`` passed through).
 
 confluent-kafka is imported when a topic is read, never at module import.
 """
@@ -41,7 +46,7 @@ class LibrdkafkaLog:
 
 def read_topic(topic: KafkaTopic, group: str, timeout: float,
                kafka_config: t.Mapping[str, str] | None = None) -> list[Message]:
-    """Every message of ``topic`` up to its end offsets at the start, in (partition, offset) order.
+    """Every message of ``topic`` from the beginning to the end (module docstring), in (partition, offset) order.
 
     :param group: ``group.id`` (librdkafka needs one; nothing is committed under it).
     :param timeout: seconds for the broker's metadata and end offsets, and the longest wait without a
@@ -55,7 +60,7 @@ def read_topic(topic: KafkaTopic, group: str, timeout: float,
     consumer = Consumer({
         "bootstrap.servers": topic.brokers, "group.id": group,
         "enable.auto.commit": False, "enable.auto.offset.store": False, "auto.offset.reset": "earliest",
-        "fetch.wait.max.ms": 100, "enable.partition.eof": False,
+        "fetch.wait.max.ms": 100, "enable.partition.eof": True,
         "error_cb": lambda err: errors.append(err.str()), "logger": LibrdkafkaLog(), **(kafka_config or {})})
     try:
         try:
@@ -86,7 +91,7 @@ def read_topic(topic: KafkaTopic, group: str, timeout: float,
 def consume(consumer: t.Any, topic: KafkaTopic, starts: list[t.Any], ends: dict[int, int], timeout: float,
             errors: list[str]) -> list[Message]:
     """Consume the assigned partitions until each reaches its end offset (see :func:`read_topic`)."""
-    from confluent_kafka import TopicPartition
+    from confluent_kafka import KafkaError
 
     messages: list[Message] = []
     if not starts:
@@ -97,23 +102,20 @@ def consume(consumer: t.Any, topic: KafkaTopic, starts: list[t.Any], ends: dict[
     while pending:
         batch = consumer.consume(10_000, 0.5)
         for msg in batch:
-            if msg.error() is not None:
-                errors.append(msg.error().str())
-                continue
-            partition, offset = msg.partition(), msg.offset()
-            if partition not in pending or offset >= ends[partition]:
-                continue
-            kind, stamp = msg.timestamp()
-            messages.append(Message(msg.value(), stamp if kind else None, partition, offset))
-            if offset >= ends[partition] - 1:
-                del pending[partition]
+            error = msg.error()
+            if error is None:
+                if msg.partition() not in pending:  # produced after the reader reached that partition's end
+                    continue
+                kind, stamp = msg.timestamp()
+                messages.append(Message(msg.value(), stamp if kind else None, msg.partition(), msg.offset()))
+            elif error.code() == KafkaError._PARTITION_EOF:
+                if msg.partition() in pending and msg.offset() >= ends[msg.partition()]:
+                    del pending[msg.partition()]
+            else:
+                errors.append(error.str())
         if batch:
             last_progress = time.monotonic()
-            continue
-        for tp in consumer.position([TopicPartition(topic.topic, p) for p in pending]):
-            if tp.offset >= ends[tp.partition]:  # the last offsets held no message (transaction markers, compaction)
-                del pending[tp.partition]
-        if pending and time.monotonic() - last_progress > timeout:
+        elif time.monotonic() - last_progress > timeout:
             missing = ", ".join(f"{p} (end {ends[p]})" for p in sorted(pending))
             raise JobError(f"{topic}: no message for {timeout:g} s before the end of partition(s) {missing}"
                            f"{'; ' + errors[-1] if errors else ''}")
