@@ -88,7 +88,7 @@ def evaluate(preds: pd.DataFrame, truth: pd.DataFrame) -> dict[str, t.Any]:
                        & frame["in_filter"]]
     served = frame.loc[frame["role"] == predictions.SERVED, ["ride_id", "model_version", "prediction"]].rename(
         columns={"model_version": "served_model_version", "prediction": "champion_prediction"})
-    pairs = shadow.merge(served, on=["ride_id", "served_model_version"], how="inner", validate="one_to_one")
+    pairs = shadow.merge(served, on=["ride_id", "served_model_version"], how="inner", validate="many_to_one")
     comparisons = []
     for (champion, challenger), same in pairs.groupby(["served_model_version", "model_version"], sort=True):
         mine, theirs = quality(same), quality(same.assign(prediction=same["champion_prediction"]))

@@ -157,3 +157,30 @@ def test_rotated_files_are_read_oldest_first(tmp_path):
         (tmp_path / name).write_text("")
     assert [p.name for p in sources.log_files(tmp_path)] == ["p-1.jsonl.10", "p-1.jsonl.2", "p-1.jsonl.1",
                                                              "p-1.jsonl", "p-2.jsonl"]
+
+
+def test_two_challengers_of_one_champion_and_tlc_rows_in_csv(tmp_path):
+    """Two shadow versions of the same rides give two comparisons; TLC rows in a CSV (times as text, its own
+    ride_id column) are actuals too."""
+    v3 = "nyc-taxi-ride-duration-v3"
+    logs = tmp_path / "log"
+    logs.mkdir()
+    lines = []
+    for ride, (served_p, v2_p, v3_p) in {"x1": (10.0, 12.0, 9.0), "x2": (20.0, 18.0, 23.0)}.items():
+        lines += [served("12:00:00", ride, served_p, 3.0), shadow("12:00:01", ride, v2_p, served_p, 3.0),
+                  {**shadow("12:00:01", ride, v3_p, served_p, 3.0), "model_version": v3}]
+    write_lines(logs / "predictions-7.jsonl", lines)
+    (tmp_path / "tlc.csv").write_text(
+        "ride_id,lpep_pickup_datetime,lpep_dropoff_datetime,trip_distance\n"
+        "x1,2026-12-01 12:00:00,2026-12-01 12:11:00,3.0\n"          # 11 minutes
+        "x2,2026-12-01 12:00:00,2026-12-01 12:19:30,3.0\n")         # 19.5 minutes
+
+    out = tmp_path / "report"
+    assert run("--predictions", str(logs), "--actuals", str(tmp_path / "tlc.csv"), "--report-dir",
+               str(out)) == ExitCode.OK
+    report = json.loads((out / "report.json").read_text())
+    pairs = {(p["champion"], p["challenger"]): p for p in report["comparisons"]}
+    assert set(pairs) == {(V1, V2), (V1, v3)}
+    assert pairs[(V1, v3)]["challenger_rmse"] == pytest.approx(float(np.sqrt(((9 - 11) ** 2 + (23 - 19.5) ** 2) / 2)))
+    assert pairs[(V1, v3)]["champion_rmse"] == pytest.approx(float(np.sqrt(((10 - 11) ** 2 + (20 - 19.5) ** 2) / 2)))
+    assert report["actuals_file"]["kind"] == "tlc"
