@@ -130,7 +130,8 @@ def read_log(path: Path) -> tuple[pd.DataFrame, dict[str, t.Any]]:
     if not records:
         raise SourceError(f"{path}: no prediction log records in {info['files']} file(s)")
     frame = pd.DataFrame.from_records(records)
-    frame = frame.loc[frame["role"].isna() | (frame["role"] == SERVED)].drop(columns="role")
+    served = frame["role"].isna() | (frame["role"] == SERVED)
+    frame = frame.loc[served].drop(columns="role")
     if frame.empty:
         raise SourceError(f"{path}: no served prediction log records in {info['files']} file(s)")
     for column in (*COLUMNS, "prediction"):
@@ -138,4 +139,5 @@ def read_log(path: Path) -> tuple[pd.DataFrame, dict[str, t.Any]]:
     frame["actual_duration"] = float("nan")
     versions = sorted(str(v) for v in frame["model_version"].dropna().unique())
     return frame.drop(columns="model_version"), {
-        **info, "kind": "prediction_log", "rows": len(frame), "model_versions": versions}
+        **info, "kind": "prediction_log", "rows": len(frame), "shadow_lines": int((~served).sum()),
+        "model_versions": versions}
