@@ -179,8 +179,7 @@ def html_sections(report: dict[str, t.Any]) -> list[str]:
                                  "MAE", "bias (pred - actual)", "without actuals"], version_rows),
         "<h2>Champion and challenger on the same rides</h2>",
         table("comparisons-table", ["champion", "challenger", "rides", "champion RMSE", "challenger RMSE",
-                                    "champion MAE", "challenger MAE", "lower RMSE"], pair_rows,
-              lambda row: row[-1] == "challenger")
+                                    "champion MAE", "challenger MAE", "lower RMSE"], pair_rows)
         if pair_rows else "<p>No ride has both a served and a shadow prediction with an actual duration.</p>",
     ]
 
