@@ -26,7 +26,7 @@ def create_app(overrides: t.Mapping[str, t.Any] | None = None) -> Flask:
 
     from . import errors, startup
     from .protocols import docs, mlflow_scoring, v2
-    from .web import access_log, api, auth, body_deadline, metrics, prediction_log, request_id
+    from .web import access_log, api, auth, body_deadline, metrics, prediction_log, request_id, shadow
 
     access_log.init_app(app, settings)  # first: JSON logs before the model loads; its access line runs last
     errors.init_app(app)
@@ -36,6 +36,7 @@ def create_app(overrides: t.Mapping[str, t.Any] | None = None) -> Flask:
     holder = startup.init_app(app, settings)
     metrics.init_app(app, holder)
     prediction_log.init_app(app, settings)  # off unless PREDICTION_LOG_DIR is set
+    shadow.init_app(app, settings)  # off unless SHADOW_MODEL_URI is set (after the log: its shadow lines)
     app.register_blueprint(api.bp)
     app.register_blueprint(mlflow_scoring.bp)  # /invocations, /ping, /version
     app.register_blueprint(v2.bp)  # Open Inference Protocol V2 under /v2

@@ -69,6 +69,18 @@ class Settings(BaseSettings):
     """Rotated prediction log files kept per worker (``.1`` newest .. ``.N`` oldest)."""
     prediction_log_queue: int = Field(10_000, ge=1)
     """Logged requests waiting for the writer thread; when full, new ones are dropped and counted."""
+    shadow_model_uri: str | None = None
+    """Registry URI of a shadow model (e.g. ``models:/nyc-taxi-ride-duration@challenger``), followed like
+    ``model_uri`` (same watcher, checks and refusals; needs ``mlflow_tracking_uri``). A sampled share of
+    the prediction requests is also scored by it, off the response path: answers never wait for it or
+    carry it; its predictions go to the prediction log (``"role": "shadow"`` lines) and ``/metrics``.
+    Unset: off."""
+    shadow_sample_rate: float = Field(1.0, ge=0, le=1)
+    """Share of prediction requests (0-1) whose rides the shadow model also scores, when
+    ``shadow_model_uri`` is set."""
+    shadow_queue: int = Field(10_000, ge=1)
+    """Requests waiting for the shadow model per process; when full, new ones are dropped and counted
+    (``ride_duration_shadow_dropped_rides_total``), never waited for."""
     api_tokens_file: Path | None = None
     """File of bearer tokens the prediction routes (``/predict``, ``/invocations``, V2 ``infer``) require:
     one per line, the token or ``sha256:<hex>`` of it; re-read when it changes. Unset: no
@@ -146,7 +158,7 @@ class Settings(BaseSettings):
     limit_request_field_size: int = Field(8190, ge=64)
     """Longest header field in bytes, name and value (gunicorn ``limit_request_field_size``; 400 above it)."""
 
-    @field_validator("api_tokens_file", mode="before")
+    @field_validator("api_tokens_file", "shadow_model_uri", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         """``API_TOKENS_FILE=`` (empty) means off, not the current directory."""

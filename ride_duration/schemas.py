@@ -7,14 +7,19 @@ Decisions (documented in the README):
   ``integer`` allows; ``10.5``, booleans, strings and ``null`` are not.
 * ``trip_distance`` is a finite JSON number (integer or float) from 0 to 1000 miles;
   booleans and strings are not numbers.
-* Fields other than these three (a full TLC record) are ignored.
+* ``ride_id`` is optional (required in stream messages): a non-empty string of at most 64
+  characters, or an integer (not a boolean) within int64; integral floats such as ``17.0`` are read
+  as the integer, as for zones. One rule for every entry point (:data:`RideId`).
+* Other fields (a full TLC record) are ignored.
 """
 
 from __future__ import annotations
 
 import typing as t
+from typing import NotRequired
 
-from pydantic import ConfigDict, Field, Strict, TypeAdapter, ValidationError, WithJsonSchema
+from pydantic import ConfigDict, Field, PlainValidator, Strict, TypeAdapter, ValidationError, WithJsonSchema
+from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict
 
 from .errors import InvalidInput, PayloadTooLarge
@@ -40,6 +45,40 @@ TripDistance = t.Annotated[
     Field(ge=0, le=MAX_TRIP_DISTANCE, allow_inf_nan=False, description="Trip distance in miles"),
 ]
 
+MAX_RIDE_ID_LENGTH = 64
+INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+RIDE_ID_PROBLEM = (f"must be a non-empty string of at most {MAX_RIDE_ID_LENGTH} characters, "
+                   "or an integer within int64")
+RIDE_ID_SCHEMA: dict[str, t.Any] = {
+    "anyOf": [{"type": "string", "minLength": 1, "maxLength": MAX_RIDE_ID_LENGTH},
+              {"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX}],
+    "description": "Optional caller's ride id, echoed in the answer and recorded in the prediction log"}
+
+
+def ride_id_problem(value: t.Any) -> str | None:
+    """Why ``value`` is not a ride id, or None. The value itself is never part of the problem."""
+    if isinstance(value, str):
+        return None if 0 < len(value) <= MAX_RIDE_ID_LENGTH else RIDE_ID_PROBLEM
+    if isinstance(value, bool):
+        return RIDE_ID_PROBLEM
+    if isinstance(value, int):
+        return None if INT64_MIN <= value <= INT64_MAX else RIDE_ID_PROBLEM
+    if isinstance(value, float) and value.is_integer() and INT64_MIN <= value < 2.0 ** 63:
+        return None
+    return RIDE_ID_PROBLEM
+
+
+def check_ride_id(value: t.Any) -> str | int:
+    """The ride id (``17.0`` → ``17``). :raises PydanticCustomError: not a ride id (never echoing it)."""
+    problem = ride_id_problem(value)
+    if problem is not None:
+        raise PydanticCustomError("ride_id", problem)
+    return int(value) if isinstance(value, float) else value
+
+
+RideId = t.Annotated[t.Any, PlainValidator(check_ride_id), WithJsonSchema(RIDE_ID_SCHEMA)]
+"""The one ride-id rule: ``/predict``, ``/invocations``, V2, the stream and the Lambda."""
+
 
 class Ride(TypedDict):
     """One NYC green-taxi ride; extra fields are ignored."""
@@ -49,6 +88,7 @@ class Ride(TypedDict):
     PULocationID: ZoneID
     DOLocationID: ZoneID
     trip_distance: TripDistance
+    ride_id: NotRequired[RideId]
 
 
 RIDE = TypeAdapter(Ride)

@@ -81,6 +81,34 @@ def follow_model(settings: Settings, holder: ModelHolder, background: bool = Tru
     return None
 
 
+def follow_shadow(settings: Settings, background: bool = True) -> tuple[ModelHolder, Watcher | None] | None:
+    """The shadow model (``SHADOW_MODEL_URI``), followed exactly like the served one: the same watcher,
+    checks and refusals, in a holder of its own. None when no shadow is configured.
+
+    There is no fallback: a shadow that cannot be loaded leaves the holder empty with the reason
+    (``/ready`` shows it) and the watcher keeps trying. ``background``: start the watcher thread now
+    (the service starts it in each worker after the fork instead).
+    """
+    if not settings.shadow_model_uri:
+        return None
+    holder = ModelHolder(role="shadow")
+    if not settings.mlflow_tracking_uri:
+        holder.fail(f"SHADOW_MODEL_URI {settings.shadow_model_uri} needs MLFLOW_TRACKING_URI")
+        return holder, None
+    from .registry.client import bound_http
+    from .registry.watch import Watcher
+
+    bound_http(timeout=settings.model_load_timeout, max_retries=0)
+    watcher = Watcher(settings, holder, uri=settings.shadow_model_uri, role="shadow")
+    watcher.handoff.clear()
+    reason = watcher.load_initial()
+    if reason is not None:
+        holder.fail(reason)
+    if background:
+        watcher.start()
+    return holder, watcher
+
+
 def load_model(settings: Settings, model_path: Path | None = None, model_uri: str | None = None) -> LoadedModel:
     """The service's choice: ``--model-uri`` or ``MLFLOW_TRACKING_URI`` → registry, else the bundled file.
 

@@ -8,8 +8,9 @@ null without timestamps, and always null in a prediction log).
   with :func:`ride_duration.jobs.score.score_file`, the ``score`` CLI's own code, so the
   monitor's RMSE is the score CLI's on the same rides.
 * A directory or a ``.jsonl`` file is the prediction log (``PREDICTION_LOG_DIR``; every
-  ``*.jsonl*`` file in it, rotated ones included); its predictions are the ones served (lines with
-  ``"role": "shadow"`` are a shadow model's, and left out). :func:`log_records` reads it for ``evaluate`` too.
+  ``*.jsonl*`` file in it, rotated ones included); its predictions are the ones served: only the
+  lines whose ``role`` is ``served`` (or absent, older logs) are read, never the shadow model's.
+  :func:`log_records` reads it for ``evaluate`` too.
 """
 
 from __future__ import annotations

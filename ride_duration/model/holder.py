@@ -23,7 +23,9 @@ RESERVED_LOG_KEYS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", 
 class ModelHolder:
     """Holds the serving model; readers take one reference per request, so a swap never tears a request."""
 
-    def __init__(self) -> None:
+    def __init__(self, role: str = "served") -> None:
+        self.role = role
+        """``served`` (the model that answers) or ``shadow`` (ride_duration.model.shadow): in every event."""
         self.current: LoadedModel | None = None
         self.reason: str | None = "model not loaded yet"
         self.events: dict[str, t.Any] = {}
@@ -64,6 +66,8 @@ class ModelHolder:
         Problems log at WARNING; a successful routine registry check at DEBUG (every worker
         polls, so INFO would flood); everything else at INFO.
         """
+        if self.role != "served":
+            fields = {"role": self.role, **fields}
         self.events[event] = {"at": time.time(), **fields}
         if any(word in event for word in ("fail", "reject", "fallback")) or fields.get("ok") is False:
             level = logging.WARNING

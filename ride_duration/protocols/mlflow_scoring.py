@@ -2,7 +2,8 @@
 
 * ``POST /invocations``: JSON with exactly one of ``dataframe_split``, ``dataframe_records``,
   ``instances`` or ``inputs`` (a list of records or a dict of columns), or ``text/csv`` with a
-  header row; columns are the raw ride fields. Answers ``{"predictions": [minutes, ...]}``.
+  header row; columns are the raw ride fields and an optional ``ride_id``. Answers
+  ``{"predictions": [minutes, ...]}`` (plus ``ride_ids``, one per row, with a ``ride_id`` column).
   Column names must be unique, a ``dataframe_split`` index has one label per row, CSV names
   and cells are read as written, and the only Content-Type parameter is ``charset=utf-8``
   (MLflow's rule); ``docs/protocols.md`` compares this with ``mlflow models serve``.
@@ -25,7 +26,7 @@ import typing as t
 from typing import NotRequired
 
 import orjson
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, current_app, request
 from pydantic import BaseModel, ConfigDict, Field, Strict, TypeAdapter, ValidationError
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
@@ -35,7 +36,7 @@ from ..features import RAW_COLUMNS
 from ..schemas import describe
 from ..startup import get_holder
 from ..web import service
-from ..web.api import json_response
+from ..web.api import after_predict, json_response, model_answer
 
 bp = Blueprint("mlflow", __name__)
 PATHS = ("/invocations", "/ping", "/version")
@@ -81,6 +82,8 @@ class MlflowPredictions(BaseModel):
     """A successful ``/invocations`` answer: one duration in minutes per row, in row order."""
 
     predictions: list[float]
+    ride_ids: list[str | int | None] | None = None
+    """Present when the request had a ``ride_id`` column: one per row, in row order (null for a row without)."""
     warnings: list[dict[str, str]] | None = None
     """Present only when a row's distance is implausible: ``{"field": "[i].trip_distance", "reason", "message"}``."""
 
@@ -120,6 +123,18 @@ def error_response(status: int, message: str, details: list[dict[str, t.Any]] | 
 
 
 # ---- parsing: bytes + content type → list of raw rows (no Flask) -------------------------------
+
+CSV_INTEGER = re.compile(r"-?(?:0|[1-9][0-9]{0,18})")
+
+
+def _ride_id_cell(text: str) -> str | int:
+    """A ``ride_id`` cell: an integer as pandas reads it (``17``), anything else the text as written."""
+    if CSV_INTEGER.fullmatch(text):
+        value = int(text)
+        if -(2 ** 63) <= value < 2 ** 63:
+            return value
+    return text
+
 
 def _cell(text: str) -> t.Any:
     """A CSV cell: a number (JSON's grammar, exactly) becomes a number; anything else stays text."""
@@ -166,7 +181,8 @@ def rows_from_csv(body: bytes) -> list[dict[str, t.Any]]:
             if len(line) > len(header):
                 raise BadScoringRequest(f"CSV line {reader.line_num} has {len(line)} values for {len(header)} columns")
             cells = zip(header, line, strict=False)  # a short line leaves fields missing
-            rows.append({name: _cell(value) for name, value in cells if value != ""})
+            rows.append({name: _ride_id_cell(value) if name == "ride_id" else _cell(value)
+                         for name, value in cells if value != ""})
     except csv.Error as exc:
         raise BadScoringRequest(f"malformed CSV at line {reader.line_num}: {exc}") from None
     return rows
@@ -244,18 +260,13 @@ def invocations() -> Response:
     """Score a batch: MLflow envelope in, ``{"predictions": [...]}`` out (one model call)."""
     model = get_holder(current_app).require()
     rows = parse_invocation(request.get_data(cache=False), request.mimetype, request.mimetype_params)
-    g.warnings = []
-    body, n = service.predict_payload(rows, model, current_app.config["MAX_BATCH_SIZE"],
-                                      current_app.extensions.get("prediction_log"),
-                                      pause=request.environ.get(service.PAUSE_KEY), warned=g.warnings)
-    g.rides = n
-    g.model_version = model.version
+    body, _ = service.predict_payload(rows, model, current_app.config["MAX_BATCH_SIZE"], after_predict,
+                                      request.environ.get(service.PAUSE_KEY))
     answer: dict[str, t.Any] = {"predictions": body["durations"]}
-    if "warnings" in body:  # an extra top-level key: MLflow's clients read only "predictions"
-        answer["warnings"] = body["warnings"]
-    response = json_response(answer)
-    response.headers["X-Model-Version"] = model.version
-    return response
+    for key in ("ride_ids", "warnings"):  # extra top-level keys: MLflow's clients read only "predictions"
+        if key in body:
+            answer[key] = body[key]
+    return model_answer(answer, model.version)
 
 
 @bp.get("/ping")

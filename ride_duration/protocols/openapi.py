@@ -63,6 +63,8 @@ class RideWarning(BaseModel):
 class Prediction(BaseModel):
     duration: float
     model_version: str
+    ride_id: str | int | None = None
+    """The request's ``ride_id``, present when it had one."""
     warnings: list[RideWarning] | None = None
     """Present only when the ride's distance is implausible."""
 
@@ -70,6 +72,8 @@ class Prediction(BaseModel):
 class Predictions(BaseModel):
     durations: list[float]
     model_version: str
+    ride_ids: list[str | int | None] | None = None
+    """One per ride (null for a ride without), present when any ride of the batch had a ``ride_id``."""
     warnings: list[RideWarning] | None = None
     """Present only when a ride's distance is implausible."""
 
@@ -86,6 +90,18 @@ class Refusal(BaseModel):
     ``unsafe_types`` or ``invalid``."""
 
 
+class ShadowState(BaseModel):
+    """The shadow model (``SHADOW_MODEL_URI``): what scores the sampled rides off the response path."""
+
+    status: t.Literal["scoring", "unavailable"]
+    model_version: str | None
+    uri: str | None
+    sample_rate: float
+    reason: str | None = None
+    """Why no shadow model is loaded (``unavailable``)."""
+    refused: list[Refusal] | None = None
+
+
 class Readiness(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -97,12 +113,15 @@ class Readiness(BaseModel):
     warnings: list[str]
     refused: list[Refusal] | None = None
     """Registry versions this worker refused to serve (it kept the model above), and why."""
+    shadow: ShadowState | None = None
+    """Present when a shadow model is configured."""
 
 
 class NotReady(BaseModel):
     status: t.Literal["not_ready"]
     reason: str | None
     refused: list[Refusal] | None = None
+    shadow: ShadowState | None = None
 
 
 class ModelCard(BaseModel):

@@ -9,8 +9,8 @@ What JSON Schema cannot say is the equality of two lengths inside one body. Thos
 stated in each schema's ``description`` and listed in ``x-length-rules`` (machine-readable,
 used by the fuzz test's generator), and the service answers 400 when they are broken:
 
-* V2: every tensor's ``shape[0]`` equals its number of values, and all three tensors have
-  the same N;
+* V2: every tensor's ``shape[0]`` equals its number of values, and all tensors have
+  the same N; ``parameters.ride_id`` only with N = 1 and no ``ride_id`` tensor;
 * ``dataframe_split``: every row has one value per column, ``index`` (if given) one label per
   row; with columns beyond the three ride fields the row values line up with ``columns``;
 * ``inputs``/``instances`` as columns: all columns have the same length.
@@ -22,7 +22,7 @@ import itertools
 import typing as t
 
 from ..features import RAW_COLUMNS
-from ..schemas import MAX_TRIP_DISTANCE, MAX_ZONE, MIN_ZONE
+from ..schemas import MAX_RIDE_ID_LENGTH, MAX_TRIP_DISTANCE, MAX_ZONE, MIN_ZONE, RIDE_ID_SCHEMA
 from . import v2
 
 Schema = dict[str, t.Any]
@@ -34,7 +34,11 @@ def zone(low: int = MIN_ZONE, high: int = MAX_ZONE) -> Schema:
 
 DISTANCE: Schema = {"type": "number", "minimum": 0, "maximum": MAX_TRIP_DISTANCE}
 FIELD = {"PULocationID": zone(), "DOLocationID": zone(), "trip_distance": DISTANCE}
+RIDE_ID = {k: v for k, v in RIDE_ID_SCHEMA.items() if k != "description"}
 NULLABLE_OBJECT: Schema = {"anyOf": [{"type": "object"}, {"type": "null"}]}
+V2_PARAMETERS: Schema = {"anyOf": [{"type": "object", "properties": {"ride_id": RIDE_ID}}, {"type": "null"}],
+                         "description": "`ride_id`: the id of a single ride (N = 1), echoed in the response's "
+                                        "parameters; other parameters are ignored."}
 
 
 # ---- Open Inference Protocol V2 ------------------------------------------------------------
@@ -71,6 +75,9 @@ def v2_tensor(name: str, rows: int) -> Schema:
     """One input tensor: its datatypes, each with the values it can hold, shape [N] or [N, 1]."""
     if name == "trip_distance":
         groups = [(list(v2.FLOAT_TYPES), DISTANCE)]
+    elif name == v2.RIDE_ID:
+        groups = [(["BYTES"], {"type": "string", "minLength": 1, "maxLength": MAX_RIDE_ID_LENGTH}),
+                  (["INT64"], RIDE_ID["anyOf"][1])]
     else:
         groups = _zone_groups()
     branches = [_tensor_branch(name, types, value, rows, nested) for types, value in groups
@@ -79,18 +86,20 @@ def v2_tensor(name: str, rows: int) -> Schema:
 
 
 def v2_inference_request(rows: int) -> Schema:
-    refs = [{"$ref": f"#/components/schemas/V2Input_{name}"} for name in RAW_COLUMNS]
-    orders = [{"type": "array", "prefixItems": list(order), "minItems": 3, "maxItems": 3}
-              for order in itertools.permutations(refs)]
+    refs = [{"$ref": f"#/components/schemas/V2Input_{name}"} for name in (*RAW_COLUMNS, v2.RIDE_ID)]
+    orders = [{"type": "array", "prefixItems": list(order), "minItems": len(order), "maxItems": len(order)}
+              for order in [*itertools.permutations(refs[:3]), *itertools.permutations(refs)]]
     return {
         "type": "object", "title": "InferenceRequest",
-        "description": "The three input tensors, in any order, each once, all with the same N "
-                       f"(1 to {rows}); shape[0] of each equals its number of values.",
-        "x-length-rules": ["inputs[*].shape[0] == len(inputs[*].data)", "inputs[*].shape[0] all equal"],
+        "description": "The three input tensors and optionally a `ride_id` tensor, in any order, each once, "
+                       f"all with the same N (1 to {rows}); shape[0] of each equals its number of values. "
+                       "`parameters.ride_id` names a single ride (N = 1, no `ride_id` tensor).",
+        "x-length-rules": ["inputs[*].shape[0] == len(inputs[*].data)", "inputs[*].shape[0] all equal",
+                           "parameters.ride_id only when N == 1 and no ride_id tensor"],
         "required": ["inputs"],
         "properties": {
             "id": {"anyOf": [{"type": "string"}, {"type": "null"}]},
-            "parameters": NULLABLE_OBJECT,
+            "parameters": V2_PARAMETERS,
             "inputs": {"oneOf": orders},
             "outputs": {"anyOf": [{"type": "null"}, {"type": "array", "items": {
                 "type": "object", "required": ["name"],
@@ -121,7 +130,8 @@ def dataframe_split(rows: int) -> Schema:
         "title": "DataframeSplit",
         "description": "`pandas.DataFrame.to_dict(orient='split')`: unique column names including the three "
                        "ride fields; each row has one value per column, and the ride fields' values are valid "
-                       "rides; `index`, if given, has one label per row. Other columns are ignored.",
+                       "rides (and a `ride_id` column's values valid ride ids); `index`, if given, has one label "
+                       "per row. Other columns are ignored.",
         "x-length-rules": ["len(data[*]) == len(columns)", "len(index) == len(data)",
                            "data[*][columns.index(field)] is valid for field"],
         "oneOf": [*exact, wider],
@@ -130,9 +140,11 @@ def dataframe_split(rows: int) -> Schema:
 
 def ride_columns(rows: int) -> Schema:
     return {"type": "object", "title": "RideColumns", "required": list(RAW_COLUMNS),
-            "description": "Columns of equal length (one ride per index); other columns are ignored.",
+            "description": "Columns of equal length (one ride per index), `ride_id` optional; other columns "
+                           "are ignored.",
             "x-length-rules": ["all columns have the same length"],
-            "properties": {c: {"type": "array", "items": s, "minItems": 1, "maxItems": rows} for c, s in FIELD.items()},
+            "properties": {c: {"type": "array", "items": s, "minItems": 1, "maxItems": rows}
+                           for c, s in {**FIELD, "ride_id": RIDE_ID}.items()},
             "additionalProperties": {"type": "array", "minItems": 1, "maxItems": rows}}
 
 
@@ -153,7 +165,7 @@ def csv_pattern(rows: int) -> str:
 
 def components(rows: int) -> dict[str, Schema]:
     """The request schemas, under their component names."""
-    schemas = {f"V2Input_{name}": v2_tensor(name, rows) for name in RAW_COLUMNS}
+    schemas = {f"V2Input_{name}": v2_tensor(name, rows) for name in (*RAW_COLUMNS, v2.RIDE_ID)}
     schemas["InferenceRequest"] = v2_inference_request(rows)
     schemas["DataframeSplit"] = dataframe_split(rows)
     schemas["RideColumns"] = ride_columns(rows)

@@ -7,6 +7,12 @@ The model is named by the ``MODEL_NAME`` setting and versioned by the serving mo
 A value its tensor's datatype cannot hold (300 as UINT8) is a 400, like a wrong datatype.
 The N rides go through the same validation and single model call as ``/predict``.
 
+Ride ids (optional): an input tensor ``ride_id`` of shape ``[N]`` (BYTES: strings; or INT64),
+echoed as an output tensor ``ride_id`` of the same datatype; or, for a single ride, the request
+parameter ``ride_id``, echoed in the response's ``parameters``. The rule is ``/predict``'s
+(:data:`ride_duration.schemas.RideId`); a bad id is a 422 naming ``ride_id[i]`` or
+``parameters.ride_id``.
+
 Errors are V2's ``{"error": "<message>"}`` with the status ``/predict`` would give (400 bad
 request, 404 unknown model or version, 413, 415, 422 bad values, 503 no model). Health and
 readiness answer 200 for true and 503 for false. JSON tensors only (no binary extension).
@@ -18,15 +24,15 @@ import re
 import typing as t
 
 import orjson
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, current_app, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .. import errors
 from ..errors import InvalidInput, MalformedJSON, ServiceError, UnsupportedMediaType
-from ..schemas import MAX_REPORTED_ERRORS, describe
+from ..schemas import MAX_REPORTED_ERRORS, describe, ride_id_problem
 from ..startup import get_holder
 from ..web import service
-from ..web.api import is_json, json_response
+from ..web.api import after_predict, is_json, json_response, model_answer
 
 if t.TYPE_CHECKING:
     from ..model.predictor import LoadedModel
@@ -34,10 +40,16 @@ if t.TYPE_CHECKING:
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 SERVER = {"name": "ride-duration", "version": "1", "extensions": []}
 
-Datatype = t.Literal["INT64", "INT32", "INT16", "INT8", "UINT64", "UINT32", "UINT16", "UINT8", "FP64", "FP32", "FP16"]
-InputName = t.Literal["PULocationID", "DOLocationID", "trip_distance"]
-INT_TYPES, FLOAT_TYPES = t.get_args(Datatype)[:8], t.get_args(Datatype)[8:]  # zones, distance
-INPUTS = {"PULocationID": INT_TYPES, "DOLocationID": INT_TYPES, "trip_distance": FLOAT_TYPES}
+Datatype = t.Literal["INT64", "INT32", "INT16", "INT8", "UINT64", "UINT32", "UINT16", "UINT8", "FP64", "FP32", "FP16",
+                     "BYTES"]
+InputName = t.Literal["PULocationID", "DOLocationID", "trip_distance", "ride_id"]
+INT_TYPES, FLOAT_TYPES = t.get_args(Datatype)[:8], t.get_args(Datatype)[8:11]  # zones, distance
+RIDE_INPUTS = {"PULocationID": INT_TYPES, "DOLocationID": INT_TYPES, "trip_distance": FLOAT_TYPES}
+"""The three tensors every request has (what the model metadata lists)."""
+RIDE_ID = "ride_id"
+RIDE_ID_TYPES = ("BYTES", "INT64")
+INPUTS = {**RIDE_INPUTS, RIDE_ID: RIDE_ID_TYPES}
+"""Every input tensor: the three ride fields, and the optional ``ride_id``."""
 OUTPUT = "duration"
 RANGES: dict[str, tuple[float, float]] = {
     **{f"INT{b}": (-(2 ** (b - 1)), 2 ** (b - 1) - 1) for b in (8, 16, 32, 64)},
@@ -128,7 +140,8 @@ class ResponseOutput(BaseModel):
     name: str
     shape: list[int]
     datatype: str
-    data: list[float]
+    data: list[float] | list[str]
+    """``duration`` (FP64), and ``ride_id`` (the request's ``ride_id`` tensor echoed, null for a ride without)."""
 
 
 class InferenceResponse(BaseModel):
@@ -136,8 +149,9 @@ class InferenceResponse(BaseModel):
     model_version: str
     id: str | None = None
     outputs: list[ResponseOutput]
-    parameters: dict[str, str] | None = None
-    """``warnings``: JSON text of the plausibility warnings, present only when a ride has one."""
+    parameters: dict[str, str | int] | None = None
+    """``warnings``: JSON text of the plausibility warnings, present only when a ride has one;
+    ``ride_id``: the request's ``parameters.ride_id``, echoed."""
 
 
 class V2Error(BaseModel):
@@ -194,22 +208,55 @@ def rides_from_tensors(req: InferenceRequest) -> list[dict[str, t.Any]]:
         if tensor.name in tensors:
             raise MalformedJSON(f"input tensor '{tensor.name}' is given twice")
         if tensor.datatype not in INPUTS[tensor.name]:
-            kind = "a float" if tensor.name == "trip_distance" else "an integer"
+            kind = {"trip_distance": "a float", RIDE_ID: "the BYTES or an integer"}.get(tensor.name, "an integer")
             raise MalformedJSON(f"input tensor '{tensor.name}' needs {kind} datatype such as {INPUTS[tensor.name][0]}")
         if len(tensor.shape) == 2 and tensor.shape[1] != 1:
             raise MalformedJSON(f"input tensor '{tensor.name}' must have shape [N] or [N, 1]")
         data = _flatten(tensor.name, tensor.data, len(tensor.shape))
         check_range(tensor.name, tensor.datatype, data)
+        if tensor.name == RIDE_ID:
+            check_ride_ids(tensor.datatype, data)
         if len(data) != tensor.shape[0]:
             raise MalformedJSON(f"input tensor '{tensor.name}' does not have as many values as its shape says")
         tensors[tensor.name] = data
-    missing = [name for name in INPUTS if name not in tensors]
+    missing = [name for name in RIDE_INPUTS if name not in tensors]
     if missing:
         raise MalformedJSON(f"missing input tensor(s): {', '.join(missing)}")
     if len({len(data) for data in tensors.values()}) != 1:
         raise MalformedJSON("input tensors must all have the same length N")
     names = list(tensors)
     return [dict(zip(names, row, strict=True)) for row in zip(*tensors.values(), strict=True)]
+
+
+def check_ride_ids(datatype: str, data: list[t.Any]) -> None:
+    """:raises MalformedJSON: a ``ride_id`` value its datatype cannot hold (BYTES: text; INT64: integers) (400)."""
+    for i, value in enumerate(data):
+        if datatype == "BYTES":
+            fits = isinstance(value, str)
+        else:
+            fits = not isinstance(value, bool) and (isinstance(value, int)
+                                                    or (isinstance(value, float) and value.is_integer()))
+        if not fits:
+            raise MalformedJSON(f"input tensor '{RIDE_ID}' row {i}: a {datatype} tensor holds "
+                                f"{'strings' if datatype == 'BYTES' else 'integers'}")
+
+
+def parameter_ride_id(req: InferenceRequest, rides: list[dict[str, t.Any]]) -> bool:
+    """Put a request's ``parameters.ride_id`` on its single ride; True if there was one.
+
+    :raises InvalidInput: not a ride id, more than one ride, or a ``ride_id`` tensor too (422).
+    """
+    if not req.parameters or RIDE_ID not in req.parameters:
+        return False
+    problem = ride_id_problem(req.parameters[RIDE_ID])
+    if problem is None and len(rides) != 1:
+        problem = "names one ride: send a ride_id input tensor for several rides"
+    if problem is None and RIDE_ID in rides[0]:
+        problem = "cannot be given with a ride_id input tensor"
+    if problem is not None:
+        raise InvalidInput("1 invalid field(s)", [{"field": f"parameters.{RIDE_ID}", "problem": problem}])
+    rides[0][RIDE_ID] = req.parameters[RIDE_ID]
+    return True
 
 
 def tensor_paths(exc: InvalidInput) -> InvalidInput:
@@ -220,8 +267,7 @@ def tensor_paths(exc: InvalidInput) -> InvalidInput:
 
 
 def infer(payload: t.Any, model: LoadedModel, name: str, max_batch: int,
-          sink: service.PredictionSink | None = None,
-          warned: list[str] | None = None) -> tuple[dict[str, t.Any], int]:
+          after: service.AfterPredict | None = None) -> tuple[dict[str, t.Any], int]:
     """One inference request → the V2 response body and the number of rides.
 
     Plausibility warnings go in the response's ``parameters`` (V2 parameter values are scalars,
@@ -229,8 +275,9 @@ def infer(payload: t.Any, model: LoadedModel, name: str, max_batch: int,
     """
     req = parse_request(payload)
     rides = rides_from_tensors(req)
+    by_parameter = parameter_ride_id(req, rides)
     try:
-        body, n = service.predict_payload(rides, model, max_batch, sink, warned=warned)
+        body, n = service.predict_payload(rides, model, max_batch, after)
     except InvalidInput as exc:
         raise tensor_paths(exc) from None
     durations = body["durations"]
@@ -238,10 +285,18 @@ def infer(payload: t.Any, model: LoadedModel, name: str, max_batch: int,
     if req.id is not None:
         response["id"] = req.id
     response["outputs"] = [{"name": OUTPUT, "datatype": "FP64", "shape": [len(durations)], "data": durations}]
+    parameters: dict[str, t.Any] = {}
+    if by_parameter:
+        parameters[RIDE_ID] = body["ride_ids"][0]
+    elif "ride_ids" in body:
+        datatype = next(x.datatype for x in req.inputs if x.name == RIDE_ID)
+        response["outputs"].append({"name": RIDE_ID, "datatype": datatype, "shape": [n], "data": body["ride_ids"]})
     if "warnings" in body:
         warnings = [{**w, "field": f"{w['field'].rpartition('.')[2]}[{w['field'][1:].partition(']')[0]}]"}
                     for w in body["warnings"]]
-        response["parameters"] = {"warnings": orjson.dumps(warnings).decode()}
+        parameters["warnings"] = orjson.dumps(warnings).decode()
+    if parameters:
+        response["parameters"] = parameters
     return response, n
 
 
@@ -250,7 +305,7 @@ def model_metadata(name: str, model: LoadedModel) -> dict[str, t.Any]:
         "name": name,
         "versions": [model.version],
         "platform": "sklearn",
-        "inputs": [{"name": n, "datatype": types[0], "shape": [-1]} for n, types in INPUTS.items()],
+        "inputs": [{"name": n, "datatype": types[0], "shape": [-1]} for n, types in RIDE_INPUTS.items()],
         "outputs": [{"name": OUTPUT, "datatype": "FP64", "shape": [-1]}],
     }
 
@@ -314,14 +369,8 @@ def infer_route(name: str, version: str | None = None) -> Response:
         raise MalformedJSON("the binary tensor data extension is not supported; send JSON tensors")
     served, model = served_model(name, version)
     payload = service.parse_json(request.get_data(cache=False))
-    g.warnings = []
-    body, n = infer(payload, model, served, current_app.config["MAX_BATCH_SIZE"],
-                    current_app.extensions.get("prediction_log"), g.warnings)
-    g.rides = n
-    g.model_version = model.version
-    response = json_response(body)
-    response.headers["X-Model-Version"] = model.version
-    return response
+    body, _ = infer(payload, model, served, current_app.config["MAX_BATCH_SIZE"], after_predict)
+    return model_answer(body, model.version)
 
 
 def error_response(status: int, message: str) -> Response:

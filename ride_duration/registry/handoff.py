@@ -33,8 +33,8 @@ class Handoff:
     Written with an atomic rename; every failure only costs a log line.
     """
 
-    def __init__(self, owner_pid: int) -> None:
-        self.dir = Path(tempfile.gettempdir()) / f"ride-duration-registry-{owner_pid}"
+    def __init__(self, owner_pid: int, suffix: str = "") -> None:
+        self.dir = Path(tempfile.gettempdir()) / f"ride-duration-registry-{owner_pid}{suffix}"
 
     def _private(self) -> bool:
         """The directory exists, is ours and nobody else's (we unpickle what is in it)."""

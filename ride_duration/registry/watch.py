@@ -46,11 +46,18 @@ A registry that accepts connections but never answers then costs 2 s, not ``MODE
 
 
 class Watcher:
-    """Follows ``MODEL_URI`` for one process and swaps new versions into the holder."""
+    """Follows ``MODEL_URI`` (or another ``uri``: the shadow model's) for one process and swaps new
+    versions into the holder.
 
-    def __init__(self, settings: Settings, holder: ModelHolder) -> None:
+    ``role`` names what is followed: ``"served"`` or ``"shadow"``; each role has its own hand-off
+    between the workers of one master, so the shadow never replaces the served model.
+    """
+
+    def __init__(self, settings: Settings, holder: ModelHolder, uri: str | None = None,
+                 role: str = "served") -> None:
         self.tracking_uri = t.cast(str, settings.mlflow_tracking_uri)
-        self.uri = settings.resolved_model_uri
+        self.uri = uri or settings.resolved_model_uri
+        self.role = role
         self.poll_seconds = settings.model_poll_seconds
         self.load_timeout = settings.model_load_timeout
         self.policy = LoadPolicy.from_settings(settings)
@@ -65,7 +72,7 @@ class Watcher:
         self._check_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid: int | None = None
-        self.handoff = Handoff(os.getpid())
+        self.handoff = Handoff(os.getpid(), "" if role == "served" else f"-{role}")
 
     @property
     def client(self) -> MlflowClient:
@@ -205,7 +212,7 @@ class Watcher:
         self._stop = threading.Event()
         self._check_lock = threading.Lock()  # a fork copies locks in whatever state they were in
         self.restore()
-        self._thread = threading.Thread(target=self.run, name="registry-watcher", daemon=True)
+        self._thread = threading.Thread(target=self.run, name=f"registry-watcher-{self.role}", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:

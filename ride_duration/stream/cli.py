@@ -23,7 +23,7 @@ import typing as t
 from ..config import Settings, add_model_options, settings_from
 from ..errors import BadInput, ExitCode
 from ..model.holder import ModelHolder
-from ..startup import follow_model
+from ..startup import follow_model, follow_shadow
 from . import metrics
 from .endpoints import kafka_topic
 
@@ -45,7 +45,8 @@ def key_value(text: str) -> tuple[str, str]:
 
 
 FLAGS = {"stream_batch_size": "--batch-size", "stream_batch_wait": "--batch-wait", "stream_group": "--group",
-         "stream_metrics_port": "--metrics-port"}
+         "stream_metrics_port": "--metrics-port", "shadow_model_uri": "--shadow-model-uri",
+         "shadow_sample_rate": "--shadow-sample-rate"}
 """Settings field → the flag that overrides it."""
 
 
@@ -54,7 +55,7 @@ def settings_for(args: argparse.Namespace) -> Settings:
 
     :raises BadInput: a flag or environment variable out of range (names it).
     """
-    flags = {field: (flag, getattr(args, field.removeprefix("stream_"))) for field, flag in FLAGS.items()}
+    flags = {field: (flag, getattr(args, field.removeprefix("stream_"), None)) for field, flag in FLAGS.items()}
     values: dict[str, t.Any] = {}
     if args.model_uri:
         values["model_uri"] = args.model_uri
@@ -75,15 +76,44 @@ def run(args: argparse.Namespace) -> int:
     if holder.current is None:
         log.error("no model to serve: %s", holder.reason, extra={"event": "stream_failed"})
         return ExitCode.ERROR
+    if args.shadow_sink is not None and not settings.shadow_model_uri:
+        raise BadInput("--shadow-sink needs a shadow model: --shadow-model-uri or SHADOW_MODEL_URI")
+    scorer, shadow_sink, shadow_watcher = start_shadow(settings, args)
     consumer = StreamConsumer(settings, holder, args.source, args.sink, args.dead_letter,
-                              settings.stream_group, dict(args.kafka_config or []))
+                              settings.stream_group, dict(args.kafka_config or []), scorer)
     consumer.install_signal_handlers()
     metrics.serve(settings.stream_metrics_port, settings.stream_metrics_host)
     try:
         return consumer.run()
     finally:
-        if watcher is not None:
-            watcher.stop()
+        for follower in (watcher, shadow_watcher):
+            if follower is not None:
+                follower.stop()
+        if scorer is not None:
+            scorer.stop()
+        if shadow_sink is not None:
+            shadow_sink.close()
+
+
+def start_shadow(settings: Settings, args: argparse.Namespace) -> tuple[t.Any, t.Any, t.Any]:
+    """The shadow scorer (None without ``SHADOW_MODEL_URI``), its Kafka sink (None without
+    ``--shadow-sink``: metrics only) and the shadow's registry watcher."""
+    from ..model.shadow import ShadowScorer
+    from .kafka_consumer import ShadowSink
+
+    followed = follow_shadow(settings)
+    if followed is None:
+        return None, None, None
+    holder, watcher = followed
+    sink = ShadowSink(settings, args.shadow_sink, dict(args.kafka_config or [])) if args.shadow_sink else None
+    scorer = ShadowScorer(holder, settings.shadow_sample_rate, settings.shadow_queue, sink,
+                          uri=settings.shadow_model_uri)
+    scorer.start()
+    state = scorer.state()
+    log.info("shadow scoring on: %s (%s), sample rate %s, to %s", settings.shadow_model_uri,
+             state["model_version"] or state.get("reason"), settings.shadow_sample_rate,
+             args.shadow_sink or "metrics only", extra={"event": "shadow_on", "shadow_version": state["model_version"]})
+    return scorer, sink, watcher
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -109,6 +139,15 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         help=f"Prometheus port, 0 for none (STREAM_METRICS_PORT, default "
                              f"{defaults['stream_metrics_port'].default})")
     add_model_options(stream, follow=True)
+    stream.add_argument("--shadow-model-uri", dest="shadow_model_uri", default=None,
+                        help="registry URI of a shadow model that also scores a sampled share of the rides, off the "
+                             "served path (SHADOW_MODEL_URI), e.g. models:/nyc-taxi-ride-duration@challenger")
+    stream.add_argument("--shadow-sample-rate", dest="shadow_sample_rate", type=float, default=None,
+                        help=f"share of batches the shadow scores, 0-1 (SHADOW_SAMPLE_RATE, default "
+                             f"{defaults['shadow_sample_rate'].default})")
+    stream.add_argument("--shadow-sink", type=kafka_url, default=None,
+                        help="kafka://.../TOPIC for the shadow's predictions ({ride_id, role: shadow, duration, "
+                             "model_version, served_duration, served_model_version}); without it, metrics only")
     stream.add_argument("--kafka-config", type=key_value, action="append", metavar="KEY=VALUE",
                         help="extra librdkafka setting for the consumer and producers (repeatable), "
                              "e.g. security.protocol=SASL_SSL")

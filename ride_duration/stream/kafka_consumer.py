@@ -7,7 +7,11 @@ Per batch (:meth:`StreamConsumer.handle`):
    with the model the holder has at that moment (a hot swap takes effect between batches);
 3. produce the predictions and dead letters, then wait for the broker's acknowledgement of
    every one of them (``flush`` until none is outstanding, logging while the broker is away);
-4. only then commit, synchronously, the offset after the last message of each partition.
+4. only then commit, synchronously, the offset after the last message of each partition;
+5. with a shadow model (``SHADOW_MODEL_URI``), hand the committed batch's rides and predictions to
+   the shadow scorer (:mod:`ride_duration.model.shadow`): a non-blocking ``put`` on its bounded queue.
+   Its own thread scores them and publishes to ``--shadow-sink`` (:class:`ShadowSink`, a producer of its
+   own that the batch's flush never waits for); a failing or slow shadow never holds a batch.
 
 Auto-commit and auto offset store are off, so an offset is never committed before the outputs
 of everything before it are acknowledged: a SIGKILL at any moment loses nothing, and the
@@ -39,6 +43,7 @@ if t.TYPE_CHECKING:
 
     from ..config import Settings
     from ..model.holder import ModelHolder
+    from ..model.shadow import ShadowResult, ShadowScorer
     from .endpoints import KafkaTopic
 
 log = logging.getLogger(__name__)
@@ -70,11 +75,13 @@ class StreamConsumer:
     """Reads rides from ``source``, writes predictions to ``sink`` and bad messages to ``dead_letter``."""
 
     def __init__(self, settings: Settings, holder: ModelHolder, source: KafkaTopic, sink: KafkaTopic,
-                 dead_letter: KafkaTopic, group: str, kafka_config: dict[str, str] | None = None) -> None:
+                 dead_letter: KafkaTopic, group: str, kafka_config: dict[str, str] | None = None,
+                 shadow: ShadowScorer | None = None) -> None:
         from confluent_kafka import Consumer, Producer
 
         self.settings = settings
         self.holder = holder
+        self.shadow = shadow
         self.source, self.sink, self.dead_letter = source, sink, dead_letter
         self.stop = threading.Event()
         self._last_broker_log = 0.0
@@ -181,6 +188,8 @@ class StreamConsumer:
             self.redo(messages, delivery)
             return False
         self.commit(messages)
+        if self.shadow is not None and batch.rides:
+            self.shadow.submit(batch.rides, batch.durations, batch.model_version)
         self._backoff = 1.0
         metrics.CONSUMED.inc(len(messages))
         metrics.PREDICTIONS.inc(len(batch.predictions))
@@ -267,3 +276,40 @@ class StreamConsumer:
             metrics.set_lag(lags)
         except Exception as exc:  # noqa: BLE001 - a metric must never stop the consumer
             log.debug("lag update failed: %s", exc)
+
+
+class ShadowSink:
+    """The shadow scorer's sink for ``--shadow-sink``: its own idempotent producer, never flushed by a batch.
+
+    Called from the scorer's thread. ``produce`` never waits: a full local queue raises (the scorer
+    counts the rides as ``sink_failed``), and so does a delivery the broker finally refuses, counted
+    when its report arrives (``poll(0)`` on every call serves the reports).
+    """
+
+    def __init__(self, settings: Settings, target: KafkaTopic, kafka_config: dict[str, str] | None = None) -> None:
+        from confluent_kafka import Producer
+
+        self.target = target
+        self.producer = Producer({"bootstrap.servers": target.brokers, "acks": "all", "enable.idempotence": True,
+                                  "delivery.timeout.ms": settings.stream_delivery_timeout_ms, "linger.ms": 20,
+                                  **dict(kafka_config or {})})
+
+    def __call__(self, result: ShadowResult) -> None:
+        for ride, duration, served in zip(result.rides, result.predictions, result.served, strict=True):
+            ride_id = ride["ride_id"]
+            self.producer.produce(self.target.topic, records.shadow_record(
+                ride_id, duration, result.version, served, result.served_version), records.key_of(ride_id),
+                on_delivery=self.report)
+        self.producer.poll(0)
+
+    @staticmethod
+    def report(err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            from ..model.shadow import metrics as shadow_metrics
+
+            shadow_metrics().dropped.labels("sink_failed").inc()
+            log.warning("shadow record not delivered: %s", err.str(), extra={"event": "shadow_sink_failed"})
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Deliver what is queued (bounded): shadow records are best effort."""
+        self.producer.flush(timeout)

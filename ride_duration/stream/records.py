@@ -1,11 +1,14 @@
 """One stream message in, a prediction or a dead letter out: shared by Kafka and Kinesis.
 
-A message is one JSON ride: the ``POST /predict`` ride shape plus a ``ride_id`` (a non-empty
-string of at most 256 characters, or an integer); other fields are ignored. Validation is
+A message is one JSON ride: the ``POST /predict`` ride shape plus a ``ride_id``, required here
+(the API's rule, :data:`ride_duration.schemas.RideId`: a non-empty string of at most 64
+characters, or an integer within int64); other fields are ignored. Validation is
 :func:`ride_duration.schemas.validate_rides`, so a message is refused for exactly the reasons
 the API answers 422, with the same ``{code, message, details}``.
 
 * Prediction: ``{"ride_id", "duration", "model_version"}``, keyed by ``ride_id``.
+* Shadow prediction (``--shadow-sink``, with a shadow model): ``{"ride_id", "role": "shadow",
+  "duration", "model_version", "served_duration", "served_model_version"}``, keyed by ``ride_id``.
 * Dead letter: ``{"error": {"code", "message", "details"?}, "source": {...}, "original_base64"}``
   keyed like the original; ``source`` says where the message came from (Kafka: ``topic``,
   ``partition``, ``offset``; Kinesis: ``stream_arn``, ``sequence_number``,
@@ -26,23 +29,12 @@ from ..schemas import validate_rides
 if t.TYPE_CHECKING:
     from ..model.predictor import LoadedModel
 
-MAX_RIDE_ID_LENGTH = 256
-
-
 @dataclasses.dataclass
 class Parsed:
     """A message that passed validation: its ride id and the ride the model sees."""
 
     ride_id: str | int
     ride: dict[str, t.Any]
-
-
-def ride_id_problem(value: t.Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        return "must be a string or an integer"
-    if isinstance(value, str) and not 0 < len(value) <= MAX_RIDE_ID_LENGTH:
-        return f"must be 1 to {MAX_RIDE_ID_LENGTH} characters"
-    return None
 
 
 def parse(value: bytes | None) -> Parsed:
@@ -61,19 +53,15 @@ def parse(value: bytes | None) -> Parsed:
     if not isinstance(payload, dict):
         raise InvalidInput("message must be one ride object",
                            [{"field": "body", "problem": "must be an object"}])
-    problems = []
-    ride_id = payload.get("ride_id")
-    if "ride_id" not in payload:
-        problems.append({"field": "ride_id", "problem": "field required"})
-    elif (problem := ride_id_problem(ride_id)) is not None:
-        problems.append({"field": "ride_id", "problem": problem})
+    problems = [] if "ride_id" in payload else [{"field": "ride_id", "problem": "field required"}]
     try:
         rides, _ = validate_rides(payload, max_batch=1)
     except InvalidInput as exc:
         problems += exc.details or []
     if problems:
         raise InvalidInput(f"{len(problems)} invalid field(s)", problems)
-    return Parsed(t.cast("str | int", ride_id), dict(rides[0]))
+    ride = dict(rides[0])
+    return Parsed(ride.pop("ride_id"), ride)
 
 
 def key_of(ride_id: str | int) -> bytes:
@@ -97,6 +85,9 @@ class Batch:
     model_version: str
     predictions: list[tuple[int, bytes, bytes]]
     dead_letters: list[tuple[int, bytes | None, bytes, ServiceError]]
+    rides: list[dict[str, t.Any]] = dataclasses.field(default_factory=list)
+    """The predicted rides (with their ``ride_id``), in the order of ``predictions``: for the shadow."""
+    durations: list[float] = dataclasses.field(default_factory=list)
 
 
 def process(values: t.Sequence[bytes | None], keys: t.Sequence[bytes | None],
@@ -112,4 +103,10 @@ def process(values: t.Sequence[bytes | None], keys: t.Sequence[bytes | None],
     durations = model.predict([p.ride for _, p in parsed]) if parsed else []
     out = [(i, key_of(p.ride_id), prediction(p.ride_id, d, model.version))
            for (i, p), d in zip(parsed, durations, strict=True)]
-    return Batch(model.version, out, dead)
+    return Batch(model.version, out, dead, [{**p.ride, "ride_id": p.ride_id} for _, p in parsed], list(durations))
+
+
+def shadow_record(ride_id: str | int, duration: float, version: str, served: float, served_version: str) -> bytes:
+    """A shadow prediction for ``--shadow-sink``; the served one beside it."""
+    return orjson.dumps({"ride_id": ride_id, "role": "shadow", "duration": duration, "model_version": version,
+                         "served_duration": served, "served_model_version": served_version})

@@ -10,11 +10,18 @@ either) drains the queue, serialises with orjson and appends to
 at ``PREDICTION_LOG_MAX_BYTES`` keeping ``PREDICTION_LOG_BACKUPS`` files. One line per ride::
 
     {"time": "2026-12-01T23:10:00.123Z", "request_id": "...", "endpoint": "/predict",
-     "model_version": "lin_reg-44c059562705", "PULocationID": 10, "DOLocationID": 50,
-     "trip_distance": 40.0, "prediction": 26.44}
+     "role": "served", "ride_id": "r-17", "model_version": "lin_reg-44c059562705",
+     "PULocationID": 10, "DOLocationID": 50, "trip_distance": 40.0, "prediction": 26.44}
 
-``python -m ride_duration monitor --current <dir>`` reads the directory. Counted in
-``ride_duration_prediction_log_records{outcome="written"|"dropped"}`` (rides).
+``ride_id`` is the request's (null without one). With a shadow model (``SHADOW_MODEL_URI``) the
+shadow scorer adds, for each shadow-scored ride, a ``"role": "shadow"`` line with the shadow's
+prediction and version beside the served ones (``served_prediction``, ``served_model_version``),
+through the same queue and writer (:meth:`PredictionLog.shadow`). Shadow lines are written for
+every shadow-scored ride (``SHADOW_SAMPLE_RATE``), whatever ``PREDICTION_LOG_SAMPLE_RATE`` is.
+A line without ``role`` (older logs) is a served one.
+
+``python -m ride_duration monitor --current <dir>`` reads the served lines of the directory.
+Counted in ``ride_duration_prediction_log_records{outcome="written"|"dropped"}`` (rides).
 """
 
 from __future__ import annotations
@@ -47,6 +54,8 @@ _records: Counter | None = None
 BATCH = 500
 """Queue entries written per file write (one write + flush per batch)."""
 STOP = None
+SERVED, SHADOW = "served", "shadow"
+"""The ``role`` of a line: the answer the client got, or the shadow model's prediction of the same ride."""
 
 
 def records_counter() -> Counter:
@@ -79,11 +88,21 @@ class PredictionLog:
             return
         if self.pid != os.getpid():
             self.start()
-        entry = (time.time(), g.get("request_id"), request.path, model_version, rides, predictions)
+        self.put((SERVED, time.time(), g.get("request_id"), request.path, model_version, rides, predictions))
+
+    def shadow(self, context: tuple[float, str | None, str], rides: t.Sequence[t.Mapping[str, t.Any]],
+               predictions: t.Sequence[float], version: str, served: t.Sequence[float], served_version: str) -> None:
+        """Queue the ``"role": "shadow"`` lines of shadow-scored rides (the shadow scorer's sink, off the
+        request path); ``context`` is the request's ``(time, request_id, endpoint)``."""
+        if self.pid != os.getpid():
+            self.start()
+        self.put((SHADOW, *context, version, rides, predictions, served_version, served))
+
+    def put(self, entry: tuple[t.Any, ...]) -> None:
         try:
             self.queue.put_nowait(entry)
         except queue.Full:
-            self.dropped.inc(len(rides))
+            self.dropped.inc(len(entry[5]))
 
     def start(self) -> None:
         """Start this process's writer (post_fork; or lazily on first use outside gunicorn)."""
@@ -114,13 +133,24 @@ class PredictionLog:
 
     @staticmethod
     def lines(entry: tuple[t.Any, ...]) -> tuple[bytes, int]:
-        at, request_id, endpoint, version, rides, predictions = entry
+        role, at, request_id, endpoint, version, rides, predictions, *served = entry
         stamp = iso_time(at)
+        if role == SERVED:
+            out = b"".join(
+                orjson.dumps({"time": stamp, "request_id": request_id, "endpoint": endpoint, "role": role,
+                              "ride_id": ride.get("ride_id"), "model_version": version,
+                              "PULocationID": ride["PULocationID"], "DOLocationID": ride["DOLocationID"],
+                              "trip_distance": ride["trip_distance"], "prediction": value}) + b"\n"
+                for ride, value in zip(rides, predictions, strict=True))
+            return out, len(rides)
+        served_version, served_predictions = served
         out = b"".join(
-            orjson.dumps({"time": stamp, "request_id": request_id, "endpoint": endpoint, "model_version": version,
+            orjson.dumps({"time": stamp, "request_id": request_id, "endpoint": endpoint, "role": role,
+                          "ride_id": ride.get("ride_id"), "model_version": version, "prediction": value,
+                          "served_model_version": served_version, "served_prediction": served_value,
                           "PULocationID": ride["PULocationID"], "DOLocationID": ride["DOLocationID"],
-                          "trip_distance": ride["trip_distance"], "prediction": value}) + b"\n"
-            for ride, value in zip(rides, predictions, strict=True))
+                          "trip_distance": ride["trip_distance"]}) + b"\n"
+            for ride, value, served_value in zip(rides, predictions, served_predictions, strict=True))
         return out, len(rides)
 
     def write_loop(self, handler: logging.handlers.RotatingFileHandler, entries: queue.Queue[t.Any]) -> None:

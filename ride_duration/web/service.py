@@ -1,7 +1,9 @@
 """The prediction core: bytes in, plain dict out. No Flask here.
 
 ``predict_body`` is what ``POST /predict`` does, minus HTTP: parse, validate,
-predict with the model the caller passes, and shape the answer.
+predict with the model the caller passes, and shape the answer. Every prediction endpoint
+(``/predict``, ``/invocations``, V2) goes through :func:`predict_payload`, whose ``after``
+callback is their one shared tail.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ def parse_json(body: bytes) -> t.Any:
         raise MalformedJSON(f"malformed JSON at line {exc.lineno} column {exc.colno}") from None
 
 
-PredictionSink = t.Callable[[list[t.Any], list[float], str], None]
-"""Called with the rides, their predictions and the model version (the prediction log)."""
-
+AfterPredict = t.Callable[[list[t.Any], list[float], str, list[str]], None]
+"""The tail every prediction endpoint shares, called once the rides are predicted: with the rides,
+their predictions, the model version and the warning codes (metrics, prediction log, shadow scoring;
+:func:`ride_duration.web.api.after_predict`)."""
 
 SLICE = 2000
 """Rides predicted between two pauses of a batch (~0.5 ms of the fast path)."""
@@ -61,50 +64,58 @@ def predict_sliced(rides: list[t.Any], model: LoadedModel,
     return durations, codes
 
 
-def ride_warnings(codes: list[tuple[int, str]], is_batch: bool,
-                  warned: list[str] | None = None) -> list[dict[str, str]]:
+def ride_warnings(codes: list[tuple[int, str]], is_batch: bool) -> list[dict[str, str]]:
     """``{"field", "reason", "message"}`` per ride with an implausible distance (field ``trip_distance``,
-    or ``[i].trip_distance`` in a batch); each reason code is also appended to ``warned`` (metrics)."""
-    out = []
-    for i, code in codes:
-        out.append({"field": f"[{i}].{NUMERICAL}" if is_batch else NUMERICAL, "reason": code,
-                    "message": WARNING_REASONS[code]})
-        if warned is not None:
-            warned.append(code)
-    return out
+    or ``[i].trip_distance`` in a batch)."""
+    return [{"field": f"[{i}].{NUMERICAL}" if is_batch else NUMERICAL, "reason": code,
+             "message": WARNING_REASONS[code]} for i, code in codes]
+
+
+def answer_body(rides: list[t.Any], durations: list[float], version: str, codes: list[tuple[int, str]],
+                is_batch: bool) -> dict[str, t.Any]:
+    """The answer every endpoint reshapes: ``duration`` (``durations``), ``model_version``, the ride id(s)
+    and ``warnings``. ``ride_id`` is there when the ride had one; ``ride_ids`` (one per ride, null for a
+    ride without) when any ride of the batch had one; ``warnings`` only when a ride has one."""
+    body: dict[str, t.Any]
+    if is_batch:
+        body = {"durations": durations, "model_version": version}
+        ids = [ride.get("ride_id") for ride in rides]
+        if any(ride_id is not None for ride_id in ids):
+            body["ride_ids"] = ids
+    else:
+        body = {"duration": durations[0], "model_version": version}
+        if "ride_id" in rides[0]:
+            body["ride_id"] = rides[0]["ride_id"]
+    warnings = ride_warnings(codes, is_batch)
+    if warnings:
+        body["warnings"] = warnings
+    return body
 
 
 def predict_payload(payload: t.Any, model: LoadedModel, max_batch: int,
-                    sink: PredictionSink | None = None, pause: Pause | None = None,
-                    warned: list[str] | None = None) -> tuple[dict[str, t.Any], int]:
-    """Validate and predict; returns the response body and the number of rides.
+                    after: AfterPredict | None = None, pause: Pause | None = None) -> tuple[dict[str, t.Any], int]:
+    """Validate and predict; returns the response body (:func:`answer_body`) and the number of rides.
 
     A batch pauses (``pause``) after validation and between prediction slices. A ride with an
-    implausible distance is answered all the same, and the body gets a ``warnings`` list (absent
-    when there is none, so the usual answer is unchanged).
+    implausible distance is answered all the same, with a ``warnings`` entry. ``after`` is the
+    endpoints' shared tail (metrics, prediction log, shadow), called before the body is built.
     """
     rides, is_batch = validate_rides(payload, max_batch)
     if is_batch and pause is not None and len(rides) > SLICE:
         pause()
     durations, codes = predict_sliced(rides, model, pause)
-    if sink is not None:
-        sink(rides, durations, model.version)
-    body: dict[str, t.Any] = ({"durations": durations, "model_version": model.version} if is_batch
-                              else {"duration": durations[0], "model_version": model.version})
-    warnings = ride_warnings(codes, is_batch, warned)
-    if warnings:
-        body["warnings"] = warnings
-    return body, len(rides)
+    if after is not None:
+        after(rides, durations, model.version, [code for _, code in codes])
+    return answer_body(rides, durations, model.version, codes, is_batch), len(rides)
 
 
 def predict_body(body: bytes, model: LoadedModel, max_batch: int,
-                 sink: PredictionSink | None = None, pause: Pause | None = None,
-                 warned: list[str] | None = None) -> tuple[dict[str, t.Any], int]:
+                 after: AfterPredict | None = None, pause: Pause | None = None) -> tuple[dict[str, t.Any], int]:
     """``predict_payload`` on a raw JSON body (a big body pauses after parsing too)."""
     payload = parse_json(body)
     if pause is not None and len(body) > PAUSE_AFTER_PARSE_BYTES:
         pause()
-    return predict_payload(payload, model, max_batch, sink, pause, warned)
+    return predict_payload(payload, model, max_batch, after, pause)
 
 
 def model_card(model: LoadedModel) -> dict[str, t.Any]:

@@ -20,21 +20,33 @@ from ride_duration.features import RAW_COLUMNS
 JSON = "application/json"
 
 
-def _valid_cell(field: str, row: int) -> int | float:
+RIDE_ID = "ride_id"
+
+
+def _valid_cell(field: str, row: int) -> int | float | str:
     """A value of ``field`` for row ``row`` of a wide ``dataframe_split``, spread over the range."""
+    if field == RIDE_ID:
+        return f"ride-{row}"
     if field == "trip_distance":
         return round((row * 37.7) % 1000, 3)
     return 1 + (row * 37 + (field == "DOLocationID") * 11) % 999
 
 
 def _v2(body: dict[str, t.Any]) -> None:
-    """``shape[0]`` = number of values, one N for all tensors (the shortest one's)."""
+    """``shape[0]`` = number of values, one N for all tensors (the shortest one's; 1 with a
+    ``parameters.ride_id``, which a ``ride_id`` tensor replaces)."""
     inputs = body.get("inputs")
     if not isinstance(inputs, list) or not all(
             isinstance(x, dict) and isinstance(x.get("data"), list) and x["data"]
             and isinstance(x.get("shape"), list) and x["shape"] for x in inputs) or not inputs:
         return
     n = min(len(x["data"]) for x in inputs)
+    parameters = body.get("parameters")
+    if isinstance(parameters, dict) and RIDE_ID in parameters:
+        if any(x.get("name") == RIDE_ID for x in inputs):
+            del parameters[RIDE_ID]
+        else:
+            n = 1
     for x in inputs:
         x["data"] = x["data"][:n]
         x["shape"][0] = n
@@ -48,7 +60,7 @@ def _split(split: dict[str, t.Any]) -> None:
     if len(columns) > len(RAW_COLUMNS) and all(isinstance(row, list) for row in data):
         for r, row in enumerate(data):
             cells = [row[i] if i < len(row) else None for i in range(len(columns))]
-            for field in RAW_COLUMNS:
+            for field in (*RAW_COLUMNS, RIDE_ID):
                 if field in columns:
                     cells[columns.index(field)] = _valid_cell(field, r)
             data[r] = cells

@@ -11,6 +11,7 @@ import pytest
 
 from ride_duration.errors import InvalidInput, MalformedJSON
 from ride_duration.model.loading import load_file
+from ride_duration.schemas import RIDE_ID_PROBLEM
 from ride_duration.stream import kinesis_lambda, records
 from ride_duration.stream.endpoints import kafka_topic
 from tests.conftest import BUNDLED
@@ -18,18 +19,15 @@ from tests.conftest import BUNDLED
 RIDE = {"PULocationID": 10, "DOLocationID": 50, "trip_distance": 40}
 
 
-@pytest.mark.parametrize("ride_id", ["r1", 7, "x" * 256, 0])
+@pytest.mark.parametrize("ride_id", ["r1", 7, "x" * 64, 0, 2 ** 63 - 1])
 def test_valid_ride_ids(ride_id):
     parsed = records.parse(json.dumps({"ride_id": ride_id, **RIDE, "VendorID": 2}).encode())
     assert parsed.ride_id == ride_id and parsed.ride == RIDE
 
 
-@pytest.mark.parametrize(("ride_id", "problem"), [
-    (True, "must be a string or an integer"), (1.5, "must be a string or an integer"),
-    (None, "must be a string or an integer"), ("", "must be 1 to 256 characters"),
-    ("x" * 257, "must be 1 to 256 characters"),
-])
-def test_bad_ride_ids_are_named(ride_id, problem):
+@pytest.mark.parametrize("ride_id", [True, 1.5, None, "", "x" * 65, 2 ** 63])
+def test_bad_ride_ids_are_named(ride_id):
+    problem = RIDE_ID_PROBLEM  # the API's one rule (schemas.RideId)
     with pytest.raises(InvalidInput) as info:
         records.parse(json.dumps({"ride_id": ride_id, **RIDE}).encode())
     assert info.value.details == [{"field": "ride_id", "problem": problem}]

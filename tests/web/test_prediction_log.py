@@ -20,8 +20,8 @@ from ride_duration.web.prediction_log import PredictionLog
 from tests.conftest import BUNDLED, REFERENCE_RIDE
 from tests.support import ROOT, Server, http, post_json
 
-FIELDS = {"time", "request_id", "endpoint", "model_version", "PULocationID", "DOLocationID", "trip_distance",
-          "prediction"}
+FIELDS = {"time", "request_id", "endpoint", "role", "ride_id", "model_version", "PULocationID", "DOLocationID",
+          "trip_distance", "prediction"}
 
 
 def records(directory: Path) -> list[dict]:
