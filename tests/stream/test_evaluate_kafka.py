@@ -1,8 +1,9 @@
 """``evaluate`` reading the stream's predictions topic and its shadow sink from a real broker (tansu).
 
-Records as the consumer writes them (served: ``{"ride_id", "duration", "model_version"}``; shadow:
-``"role": "shadow"`` with ``served_duration``/``served_model_version``), a redelivered duplicate and
-a message that is not JSON; the expected numbers are computed here with numpy.
+Records made by the consumer's own functions (``records.prediction`` and ``records.shadow_record``: served
+``{"ride_id", "duration", "model_version"}``, shadow ``"role": "shadow"`` with ``served_duration`` and
+``served_model_version``), a redelivered duplicate and a message that is not JSON; the expected numbers
+are computed here with numpy.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pytest
 
 from ride_duration.__main__ import main
 from ride_duration.errors import ExitCode
+from ride_duration.stream import records
 from tests.stream.broker import Tansu
 
 V1, V2 = "nyc-taxi-ride-duration-v1", "nyc-taxi-ride-duration-v2"
@@ -28,13 +30,10 @@ SHADOW = {"r0": 12.0, "r1": 18.0, "r2": 14.0, "r3": 25.0}
 def broker(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[Tansu]:
     with Tansu(tmp_path_factory.mktemp("tansu-evaluate")) as server:
         server.create_topics({"predictions": 2, "shadow": 1})
-        served = [{"ride_id": r, "duration": d, "model_version": V1} for r, d in SERVED.items()]
-        served.append(served[1])  # redelivered after a consumer restart (at-least-once)
-        server.produce("predictions", [json.dumps(m).encode() for m in served] + [b"not json"],
-                       keys=[m["ride_id"].encode() for m in served] + [b"x"])
-        server.produce("shadow", [json.dumps({"ride_id": r, "role": "shadow", "duration": d, "model_version": V2,
-                                              "served_duration": SERVED[r], "served_model_version": V1}).encode()
-                                  for r, d in SHADOW.items()])
+        served = [*SERVED, "r1"]  # r1 redelivered after a consumer restart (at-least-once)
+        server.produce("predictions", [records.prediction(r, SERVED[r], V1) for r in served] + [b"not json"],
+                       keys=[r.encode() for r in served] + [b"x"])
+        server.produce("shadow", [records.shadow_record(r, d, V2, SERVED[r], V1) for r, d in SHADOW.items()])
         yield server
 
 
