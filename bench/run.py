@@ -12,6 +12,10 @@ Every server runs on its own free 127.0.0.1 port with the same number of workers
                        settings, ``-w`` and ``--bind`` only): ``get_json`` + ``jsonify`` a constant,
                        what a user would otherwise run
 * ``wsgi-const``       (``--only``) a bare WSGI callable, plain default gunicorn
+* ``service-shadow-off`` / ``service-shadow-on`` (full runs; ``--only`` in smoke) the service serving a
+                       registry model without and with a shadow model at ``SHADOW_SAMPLE_RATE=1.0``
+                       (bench/shadow.py starts the registry): the cost of shadow scoring, judged as
+                       c1 p50 and c8 req/s within 10 % of shadow off
 
 Load comes from wrk (Debian package ``wrk``; installed with apt-get when missing and root),
 POSTing one ride through a Lua script; a warm-up run is discarded before each point. Points:
@@ -77,7 +81,13 @@ SERVERS: dict[str, dict[str, t.Any]] = {
     "wsgi-const": {"app": "bench.baselines.wsgi_const:app", "ready": "/health", "config": "plain", "args": [],
                    "label": "bare WSGI constant, plain gunicorn"},
 }
+SHADOW_SERVERS = ("service-shadow-off", "service-shadow-on")
+SERVERS.update({key: {"app": "predict:app", "ready": SERVICE_READY, "config": "production", "args": [],
+                      "label": f"this service, registry model, shadow {'on (SHADOW_SAMPLE_RATE=1.0)' if on else 'off'}"}
+                for key, on in zip(SHADOW_SERVERS, (False, True), strict=True)})
 DEFAULT_SERVERS = ("service", "service-sync", "course", "flask-const")
+FULL_SERVERS = (*DEFAULT_SERVERS, *SHADOW_SERVERS)
+"""What a full run (not ``--smoke``) measures: the smoke skips the shadow pair (it needs a registry)."""
 SLOW_CLIENTS = [("idle", 256), ("headers", 32), ("body", 32)]
 """The slow-client row: 256 idle keep-alive + 64 trickling (headers and body) connections."""
 
@@ -356,6 +366,7 @@ def ratio(a: float | None, b: float | None) -> float | None:
 def judge(res: dict[str, t.Any]) -> list[dict[str, t.Any]]:
     """The issue's targets, each with the measured value and met/missed."""
     s, c, f = (res["servers"].get(k, {}) for k in ("service", "course", "flask-const"))
+    off, on = (res["servers"].get(k, {}) for k in SHADOW_SERVERS)
 
     def get(d: dict[str, t.Any], *path: str) -> t.Any:
         for p in path:
@@ -383,6 +394,12 @@ def judge(res: dict[str, t.Any]) -> list[dict[str, t.Any]]:
          sum(get(s, p, "errors_all_rounds") or 0 for p in POINTS), 0, "<="),
         ("slow clients (256 idle + 64 trickling): polite failures = 0", slow.get("failed"), 0, "<="),
         ("slow clients (256 idle + 64 trickling): polite p99 < 100 ms", slow.get("p99_ms"), 100.0, "<"),
+        ("shadow on (rate 1.0): c1 p50 <= 1.10x shadow off", ratio(get(on, "c1", "p50_ms"), get(off, "c1", "p50_ms")),
+         1.10, "<="),
+        ("shadow on (rate 1.0): c8 req/s >= 0.90x shadow off", ratio(get(on, "c8", "rps"), get(off, "c8", "rps")),
+         0.90, ">="),
+        ("(noise-robust view of the line above) shadow on: c8 server CPU per request / shadow off's",
+         ratio(get(on, "cpu_us_per_req", "c8"), get(off, "cpu_us_per_req", "c8")), 1.10, "<="),
     ]
     out = []
     for name, value, bound, op in rows:
@@ -485,7 +502,8 @@ def main(argv: list[str] | None = None) -> int:
     rounds = args.rounds or (1 if args.smoke else 2)
 
     wrk = ensure_wrk()
-    servers = {k: v for k, v in SERVERS.items() if k in (args.only or DEFAULT_SERVERS)}
+    servers = {k: v for k, v in SERVERS.items()
+               if k in (args.only or (DEFAULT_SERVERS if args.smoke else FULL_SERVERS))}
     if os.environ.get("MLFLOW_TRACKING_URI") and not args.only:
         servers["service-registry"] = {**SERVERS["service"], "label": "this service (registry model)"}
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
@@ -494,7 +512,12 @@ def main(argv: list[str] | None = None) -> int:
                              "servers": {}, "loadavg_rounds": []}
     args.out.mkdir(parents=True, exist_ok=True)
     body = batch_body()
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, contextlib.ExitStack() as stack:
+        shadow_envs: dict[str, dict[str, str]] = {}
+        if set(servers) & set(SHADOW_SERVERS):  # a registry with v1 @production, v2 @challenger
+            from bench.shadow import registry
+
+            shadow_envs = stack.enter_context(registry(Path(tmp)))
         lua = Path(tmp) / "post.lua"
         lua.write_text(WRK_LUA % (json.dumps(json.dumps(RIDE)), ""))
         lua_close = Path(tmp) / "post-close.lua"
@@ -512,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             # bundled-model servers must not reach for a registry; the registry one keeps the env
             for key, spec in servers.items():
-                env = {} if key == "service-registry" else {"MLFLOW_TRACKING_URI": ""}
+                env = {} if key == "service-registry" else dict(shadow_envs.get(key) or {"MLFLOW_TRACKING_URI": ""})
                 env["PROMETHEUS_MULTIPROC_DIR"] = str(Path(tmp) / f"prom-{key}")  # as the image sets it
                 envs[key] = env
                 server = make(key, key).start()
@@ -546,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
                         finally:
                             extra.stop()
             for server in running:  # slow clients, once per service server, after the rounds
-                if server.name.startswith("service"):
+                if server.name.startswith("service") and server.name not in SHADOW_SERVERS:
                     print(f"# slow clients {server.name}", file=sys.stderr, flush=True)
                     from bench.hostile import under_attack
 

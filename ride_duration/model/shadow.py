@@ -5,10 +5,11 @@ The caller (a prediction endpoint's tail, the stream consumer's batch) hands
 and a context of its own (the web: ``(time, request_id, endpoint)``). ``submit`` costs one
 ``random()`` and one ``queue.put_nowait``: a full queue (``SHADOW_QUEUE`` submissions) drops
 and counts, never waits. One scorer thread per process (started after the fork; under gevent's
-monkey-patching it is a greenlet, and the model call itself runs in gevent's native thread pool
-so that even a CPU-bound shadow cannot hold the worker's event loop) drains the queue, predicts
-everything queued in one model call, and passes each submission's result to the ``sink`` (the
-prediction log's shadow lines, or the stream's shadow topic). A shadow model that raises is
+monkey-patching it is a greenlet) drains the queue, predicts everything queued in one model call,
+and passes each submission's result to the ``sink`` (the prediction log's shadow lines, or the
+stream's shadow topic). A shadow with a compiled fast path costs microseconds per ride and is
+called in the scorer's greenlet; any other model runs in gevent's native thread pool, so that even
+a CPU-bound shadow cannot hold the worker's event loop. A shadow model that raises is
 counted and logged (rate-limited); one that is slow only lets its queue fill up.
 
 The model comes from a :class:`~ride_duration.model.holder.ModelHolder` that a registry watcher
@@ -140,6 +141,7 @@ class ShadowScorer:
         self._dropped_full = self.metrics.dropped.labels("queue_full")
         self._last_error_log: dict[str, float] = {}
         self._run: t.Callable[..., t.Any] | None = None
+        self._pairs: dict[tuple[str, str], tuple[t.Any, t.Any]] = {}  # (served, shadow) -> their counters
 
     # ---- the served path ------------------------------------------------------------------------------
 
@@ -209,8 +211,11 @@ class ShadowScorer:
             self.metrics.dropped.labels("no_model").inc(n)
             return
         rides = [ride for entry in batch for ride in entry[0]]
+        # a compiled fast path costs microseconds per ride (bounded, like the served path's slices): called
+        # here; a general (scikit-learn) model may take any time, so it runs in a native thread under gevent
+        native = self._run if model.fast is None else None
         try:
-            predictions = self._run(model.predict, rides) if self._run is not None else model.predict(rides)
+            predictions = native(model.predict, rides) if native is not None else model.predict(rides)
             if len(predictions) != n:
                 raise ValueError(f"{len(predictions)} predictions for {n} rides")
         except Exception as exc:  # noqa: BLE001 - any failure of the shadow is counted, never raised
@@ -221,9 +226,13 @@ class ShadowScorer:
         for entry_rides, served, served_version, context in batch:
             part = predictions[start:start + len(entry_rides)]
             start += len(entry_rides)
-            self.metrics.rides.labels(served_version, model.version).inc(len(part))
-            self.metrics.abs_diff.labels(served_version, model.version).inc(
-                sum(abs(a - b) for a, b in zip(served, part, strict=True)))
+            counted = self._pairs.get((served_version, model.version))
+            if counted is None:
+                counted = self._pairs[(served_version, model.version)] = (
+                    self.metrics.rides.labels(served_version, model.version),
+                    self.metrics.abs_diff.labels(served_version, model.version))
+            counted[0].inc(len(part))
+            counted[1].inc(sum(abs(a - b) for a, b in zip(served, part, strict=True)))
             if self.sink is None:
                 continue
             try:
