@@ -22,6 +22,7 @@ import time
 import typing as t
 
 from ..errors import BadInput, JobError
+from .endpoints import consumer_config
 
 if t.TYPE_CHECKING:
     from .endpoints import KafkaTopic
@@ -57,11 +58,8 @@ def read_topic(topic: KafkaTopic, group: str, timeout: float,
     from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
     errors: list[str] = []
-    consumer = Consumer({
-        "bootstrap.servers": topic.brokers, "group.id": group,
-        "enable.auto.commit": False, "enable.auto.offset.store": False, "auto.offset.reset": "earliest",
-        "fetch.wait.max.ms": 100, "enable.partition.eof": True,
-        "error_cb": lambda err: errors.append(err.str()), "logger": LibrdkafkaLog(), **(kafka_config or {})})
+    consumer = Consumer(consumer_config(topic, group, lambda err: errors.append(err.str()), kafka_config,
+                                        enable_partition_eof=True, logger=LibrdkafkaLog()))
     try:
         try:
             meta = consumer.list_topics(topic.topic, timeout=timeout)
