@@ -29,15 +29,15 @@ Metrics (registered on first use, so they exist only with a shadow):
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
 import logging
 import os
 import queue
 import random
-import threading
 import time
 import typing as t
+
+from .background import STOP, Background
 
 if t.TYPE_CHECKING:
     from prometheus_client import Counter
@@ -50,7 +50,6 @@ BATCH_RIDES = 2000
 """Rides predicted per shadow model call (submissions are never split)."""
 ERROR_LOG_EVERY = 60.0
 """Seconds between two log lines about a failing shadow model (the counter has every failure)."""
-STOP = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,20 +122,19 @@ def _outcome(fn: t.Callable[..., t.Any], *args: t.Any) -> tuple[bool, t.Any]:
         return False, exc
 
 
-class ShadowScorer:
+class ShadowScorer(Background):
     """``submit(rides, served, served_version, context)`` on the served path; the scoring happens in a
     thread of its own (one per process) that hands every result to ``sink``."""
 
+    name = "shadow-scorer"
+
     def __init__(self, holder: ModelHolder, sample_rate: float, queue_size: int, sink: Sink | None = None,
                  uri: str | None = None) -> None:
+        super().__init__(queue_size)
         self.holder = holder
         self.uri = uri
         self.sample_rate = sample_rate
-        self.queue_size = queue_size
         self.sink = sink
-        self.pid: int | None = None
-        self.queue: queue.Queue[t.Any] = queue.Queue(queue_size)
-        self.thread: threading.Thread | None = None
         self.metrics = metrics()
         self._dropped_full = self.metrics.dropped.labels("queue_full")
         self._last_error_log: dict[str, float] = {}
@@ -152,36 +150,19 @@ class ShadowScorer:
             return
         if self.pid != os.getpid():
             self.start()
-        try:
-            self.queue.put_nowait((rides, served, served_version, context))
-        except queue.Full:
+        if not self.offer((rides, served, served_version, context)):
             self._dropped_full.inc(len(rides))
 
     # ---- the scorer thread ----------------------------------------------------------------------------
 
     def start(self) -> None:
         """Start this process's scorer (post_fork; or lazily on first use)."""
-        if self.pid == os.getpid() and self.thread is not None and self.thread.is_alive():
+        if self.running_here():
             return
-        self.pid = os.getpid()
-        self.queue = queue.Queue(self.queue_size)  # a fork's copy may hold the parent's entries
         self._run = native_runner()
-        self.thread = threading.Thread(target=self.loop, args=(self.queue,), daemon=True, name="shadow-scorer")
-        self.thread.start()
-        atexit.register(self.stop)
+        self.launch()
 
-    def stop(self, timeout: float = 2.0) -> None:
-        """Score what is queued (within ``timeout``) and stop the scorer."""
-        thread = self.thread
-        if thread is None or not thread.is_alive() or self.pid != os.getpid():
-            return
-        try:
-            self.queue.put(STOP, timeout=timeout)
-        except queue.Full:
-            return
-        thread.join(timeout)
-
-    def loop(self, entries: queue.Queue[t.Any]) -> None:
+    def drain(self, entries: queue.Queue[t.Any], *args: t.Any) -> None:
         while True:
             batch = [entries.get()]
             rides = len(batch[0][0]) if batch[0] is not STOP else 0

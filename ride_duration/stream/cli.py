@@ -70,14 +70,14 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_for(args)
     if args.model_uri and not settings.mlflow_tracking_uri:
         raise BadInput("--model-uri needs MLFLOW_TRACKING_URI")
+    if args.shadow_sink is not None and not settings.shadow_model_uri:
+        raise BadInput("--shadow-sink needs a shadow model: --shadow-model-uri or SHADOW_MODEL_URI")
     holder = ModelHolder()
     holder.listeners.append(metrics.on_model_event)
     watcher = follow_model(settings, holder)
     if holder.current is None:
         log.error("no model to serve: %s", holder.reason, extra={"event": "stream_failed"})
         return ExitCode.ERROR
-    if args.shadow_sink is not None and not settings.shadow_model_uri:
-        raise BadInput("--shadow-sink needs a shadow model: --shadow-model-uri or SHADOW_MODEL_URI")
     scorer, shadow_sink, shadow_watcher = start_shadow(settings, args)
     consumer = StreamConsumer(settings, holder, args.source, args.sink, args.dead_letter,
                               settings.stream_group, dict(args.kafka_config or []), scorer)

@@ -26,13 +26,11 @@ Counted in ``ride_duration_prediction_log_records{outcome="written"|"dropped"}``
 
 from __future__ import annotations
 
-import atexit
 import logging
 import logging.handlers
 import os
 import queue
 import random
-import threading
 import time
 import typing as t
 from pathlib import Path
@@ -42,6 +40,7 @@ from flask import g, request
 from prometheus_client import Counter
 
 from ..logs import iso_time
+from ..model.background import STOP, Background
 
 if t.TYPE_CHECKING:
     from flask import Flask
@@ -53,7 +52,6 @@ log = logging.getLogger(__name__)
 _records: Counter | None = None
 BATCH = 500
 """Queue entries written per file write (one write + flush per batch)."""
-STOP = None
 SERVED, SHADOW = "served", "shadow"
 """The ``role`` of a line: the answer the client got, or the shadow model's prediction of the same ride."""
 
@@ -67,18 +65,17 @@ def records_counter() -> Counter:
     return _records
 
 
-class PredictionLog:
+class PredictionLog(Background):
     """``log(rides, predictions, model_version)``: called by the prediction routes after predicting."""
 
+    name = "prediction-log"
+
     def __init__(self, directory: Path, sample_rate: float, max_bytes: int, backups: int, queue_size: int) -> None:
+        super().__init__(queue_size)
         self.directory = Path(directory)
         self.sample_rate = sample_rate
         self.max_bytes = max_bytes
         self.backups = backups
-        self.queue_size = queue_size
-        self.pid: int | None = None
-        self.queue: queue.Queue[t.Any] = queue.Queue(queue_size)
-        self.thread: threading.Thread | None = None
         self.written = records_counter().labels("written")
         self.dropped = records_counter().labels("dropped")
 
@@ -99,37 +96,19 @@ class PredictionLog:
         self.put((SHADOW, *context, version, rides, predictions, served_version, served))
 
     def put(self, entry: tuple[t.Any, ...]) -> None:
-        try:
-            self.queue.put_nowait(entry)
-        except queue.Full:
+        if not self.offer(entry):
             self.dropped.inc(len(entry[5]))
 
     def start(self) -> None:
         """Start this process's writer (post_fork; or lazily on first use outside gunicorn)."""
-        if self.pid == os.getpid() and self.thread is not None and self.thread.is_alive():
+        if self.running_here():
             return
-        self.pid = os.getpid()
-        self.queue = queue.Queue(self.queue_size)  # a fork's copy may hold the parent's entries
         self.directory.mkdir(parents=True, exist_ok=True)
         handler = logging.handlers.RotatingFileHandler(
-            self.directory / f"predictions-{self.pid}.jsonl", maxBytes=self.max_bytes, backupCount=self.backups,
+            self.directory / f"predictions-{os.getpid()}.jsonl", maxBytes=self.max_bytes, backupCount=self.backups,
             encoding="utf-8", delay=True)
         handler.terminator = ""  # lines carry their own newlines
-        self.thread = threading.Thread(target=self.write_loop, args=(handler, self.queue), daemon=True,
-                                       name="prediction-log")
-        self.thread.start()
-        atexit.register(self.stop)
-
-    def stop(self, timeout: float = 2.0) -> None:
-        """Write what is queued and stop the writer (atexit; gunicorn's worker_exit runs atexit)."""
-        thread = self.thread
-        if thread is None or not thread.is_alive() or self.pid != os.getpid():
-            return
-        try:
-            self.queue.put(STOP, timeout=timeout)
-        except queue.Full:
-            return
-        thread.join(timeout)
+        self.launch(handler)
 
     @staticmethod
     def lines(entry: tuple[t.Any, ...]) -> tuple[bytes, int]:
@@ -153,7 +132,7 @@ class PredictionLog:
             for ride, value, served_value in zip(rides, predictions, served_predictions, strict=True))
         return out, len(rides)
 
-    def write_loop(self, handler: logging.handlers.RotatingFileHandler, entries: queue.Queue[t.Any]) -> None:
+    def drain(self, entries: queue.Queue[t.Any], handler: logging.handlers.RotatingFileHandler) -> None:
         stopping = False
         while not stopping:
             batch = [entries.get()]

@@ -192,6 +192,10 @@ CASES: list[tuple[str, str, Args, dict[str, str], str]] = [
     ("stream-model-uri-without-registry", "jobs", lambda f: [*STREAM, "--model-uri", "models:/m@production"], {},
      "--model-uri"),
     ("stream-env-batch-size", "jobs", lambda f: STREAM, {"STREAM_BATCH_SIZE": "0"}, "STREAM_BATCH_SIZE"),
+    ("stream-shadow-sample-rate-2", "jobs", lambda f: [*STREAM, "--shadow-sample-rate", "2"], {},
+     "--shadow-sample-rate"),
+    ("stream-shadow-sink-without-shadow", "jobs", lambda f: [*STREAM, "--shadow-sink", "kafka://127.0.0.1:1/s"], {},
+     "--shadow-sink"),
     # ---- promote (inputs first: the registry on a closed port is never asked)
     ("promote-skips-an-environment", "jobs", lambda f: ["promote", "--from", "dev", "--to", "accept"],
      {"MLFLOW_TRACKING_URI": "{closed}"}, "--to accept"),

@@ -108,10 +108,11 @@ def test_v2_ride_id_tensor_rules(server):
 
 
 def test_the_prediction_log_records_ride_ids_and_monitor_reads_only_served_lines(server):
-    post_json(server.url + "/predict", {**RIDE, "ride_id": "logged-1"})
+    post_json(server.url + "/predict", [RIDE, {**RIDE, "ride_id": "logged-1"}])
     served = wait_until(lambda: [r for r in logged(server.log_dir) if r["ride_id"] == "logged-1"], 10, "the log line")
     assert served[0]["role"] == "served" and served[0]["endpoint"] == "/predict"
-    assert any(r["ride_id"] is None for r in logged(server.log_dir))  # rides without an id are logged too
+    same = [r for r in logged(server.log_dir) if r["request_id"] == served[0]["request_id"]]
+    assert [r["ride_id"] for r in same] == [None, "logged-1"]  # a ride without an id is logged with null
     # a shadow line (what the shadow scorer writes) and an older line without "role"
     lines = logged(server.log_dir)
     shadow = {**served[0], "role": "shadow", "model_version": "other-v2", "prediction": 99.0,

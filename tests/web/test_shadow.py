@@ -146,6 +146,8 @@ def test_a_stuck_shadow_holds_no_answer(setup, tmp_path):
     wait_until(lambda: metric(url, "ride_duration_shadow_rides_total", **pair) >= 20, 60,
                "the stuck shadow to score the 20 rides once released")
     mlflow.MlflowClient().set_registered_model_alias(name, "challenger", setup["v2"].rsplit("-v", 1)[1])
+    wait_until(lambda: all(json.loads(http("GET", url + "/ready")[2])["shadow"]["model_version"] == setup["v2"]
+                           for _ in range(6)), 60, "every worker back on v2 (the module's other tests expect it)")
 
 
 def test_a_full_queue_drops_and_counts_without_waiting():
@@ -157,3 +159,19 @@ def test_a_full_queue_drops_and_counts_without_waiting():
     for _ in range(5):
         scorer.submit([RIDE, RIDE], [1.0, 2.0], "v1")
     assert scorer.queue.qsize() == 2 and dropped._value.get() - before == 6
+
+
+def test_a_shadow_version_the_checks_refuse_is_named_and_never_scores(setup):
+    """The serving model's refusal rules hold for the shadow: a pickled version without
+    ALLOW_PICKLE_MODELS is refused (in-process app on the same registry), /ready names it, answers go on."""
+    from ride_duration import create_app
+
+    app = create_app({"mlflow_tracking_uri": setup["mlflow"].url, "model_name": setup["name"],
+                      "allow_pickle_models": False, "model_fallback": True,
+                      "shadow_model_uri": f"models:/{setup['name']}@challenger"})
+    client = app.test_client()
+    ready = client.get("/ready").json
+    shadow = ready["shadow"]
+    assert shadow["status"] == "unavailable" and shadow["model_version"] is None
+    assert [r["code"] for r in shadow["refused"]] == ["pickle_refused"] and "rejected" in shadow["reason"]
+    assert client.post("/predict", json={**RIDE, "ride_id": "r"}).json["ride_id"] == "r"
