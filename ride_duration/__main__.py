@@ -18,6 +18,7 @@ from .jobs.cli import Parser, add_debug, execute
 JOBS = (
     "ride_duration.jobs.score",
     "ride_duration.jobs.monitor",
+    "ride_duration.jobs.evaluate",
     "ride_duration.jobs.retrain",
     "ride_duration.jobs.environments",
     "ride_duration.stream.cli",

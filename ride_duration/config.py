@@ -118,6 +118,14 @@ class Settings(BaseSettings):
     """Kinesis stream for records that are not valid rides; unset: they are logged (error and
     source, not the payload) and not retried."""
 
+    # ---- python -m ride_duration evaluate (predictions joined with actual durations) -----------------
+    evaluate_group: str = Field("ride-duration-evaluate", min_length=1, max_length=255)
+    """Kafka ``group.id`` ``evaluate`` reads predictions topics under (``--group``). It assigns partitions
+    and commits nothing, so it never joins, rebalances or moves the offsets of a running consumer group."""
+    evaluate_kafka_timeout: float = Field(30.0, gt=0, le=3600)
+    """Seconds ``evaluate`` waits for a broker (metadata, end offsets) and for the next message of a topic
+    it has not read to the end (``--kafka-timeout``); then it gives up with exit 1."""
+
     # ---- connections: deadlines and limits for every way a client can hold one (docs/hardening.md).
     # Applied by gunicorn.conf.py and ride_duration.web.worker (the default gevent worker), and for the
     # body by ride_duration.web.body_deadline.

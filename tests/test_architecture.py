@@ -22,7 +22,7 @@ ALLOWED = {
     "startup": {"base", "model", "registry"},
     "web": {"base", "model", "startup", "web"},
     "protocols": {"base", "model", "startup", "web", "protocols"},
-    "jobs": {"base", "model", "registry", "startup", "jobs"},
+    "jobs": {"base", "model", "registry", "startup", "stream", "jobs"},
     "stream": {"base", "model", "registry", "startup", "stream"},
     "app": {"base", "startup", "web", "protocols"},
     "__init__": {"base", "app"},

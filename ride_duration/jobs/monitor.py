@@ -100,16 +100,11 @@ def write(report: dict[str, t.Any], snapshot: t.Any, directory: Path, pushgatewa
 
 
 def write_files(report: dict[str, t.Any], snapshot: t.Any, directory: Path) -> None:
-    from ..errors import BadInput
     from . import report as output
 
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        output.write_html(report, snapshot, directory)
-        output.write_prometheus(report, directory)
-        output.write_json(report, directory)  # last: its presence means the files are complete
-    except OSError as exc:
-        raise BadInput(f"cannot write the report into --report-dir {directory}: {exc}") from None
+    output.write_dir(directory, [lambda d: output.write_html(report, snapshot, d),
+                                 lambda d: output.write_prometheus(report, d),
+                                 lambda d: output.write_json(report, d)])
 
 
 def push(report: dict[str, t.Any], pushgateway: str, directory: Path) -> None:

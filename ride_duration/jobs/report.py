@@ -1,4 +1,9 @@
-"""The ``monitor`` job's outputs: ``report.json``, ``report.html`` (+ Evidently's page), ``metrics.prom``.
+"""Report files: ``report.json``, ``report.html``, ``metrics.prom`` (``monitor``'s, and the pieces ``evaluate`` shares).
+
+:func:`write_dir` writes a job's files into its ``--report-dir`` (``report.json`` last, so its presence
+means the set is complete; a directory that cannot be written is bad input, exit 2); :func:`write_json`,
+:func:`write_textfile`, :func:`page`, :func:`table` and :func:`fmt` are the pieces every report uses.
+The rest is ``monitor``'s: ``report.html`` with Evidently's page beside it, and its metrics.
 
 ``metrics.prom`` is in the Prometheus text format for node_exporter's textfile collector
 (``--collector.textfile.directory``); the same registry can be pushed to a Pushgateway.
@@ -20,8 +25,23 @@ import time
 import typing as t
 from pathlib import Path
 
+from ..errors import BadInput
+
 PREFIX = "ride_duration_monitor"
 EVIDENTLY_PAGE = "evidently.html"
+
+
+def write_dir(directory: Path, writers: t.Sequence[t.Callable[[Path], Path]]) -> None:
+    """Create ``directory`` and run each writer on it (put ``write_json`` last).
+
+    :raises BadInput: ``directory`` cannot be written (names ``--report-dir``).
+    """
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for write in writers:
+            write(directory)
+    except OSError as exc:
+        raise BadInput(f"cannot write the report into --report-dir {directory}: {exc}") from None
 
 
 def write_json(report: dict[str, t.Any], directory: Path) -> Path:
@@ -66,13 +86,18 @@ def registry_for(report: dict[str, t.Any]) -> t.Any:
     return registry
 
 
-def write_prometheus(report: dict[str, t.Any], directory: Path) -> Path:
-    """``metrics.prom`` (written atomically, as the textfile collector needs)."""
+def write_textfile(registry: t.Any, directory: Path) -> Path:
+    """``metrics.prom`` from a prometheus_client registry (written atomically, as the textfile collector needs)."""
     from prometheus_client import write_to_textfile
 
     path = directory / "metrics.prom"
-    write_to_textfile(str(path), registry_for(report))
+    write_to_textfile(str(path), registry)
     return path
+
+
+def write_prometheus(report: dict[str, t.Any], directory: Path) -> Path:
+    """``monitor``'s ``metrics.prom``."""
+    return write_textfile(registry_for(report), directory)
 
 
 def push(report: dict[str, t.Any], pushgateway: str) -> None:
@@ -138,8 +163,12 @@ def write_html(report: dict[str, t.Any], snapshot: t.Any, directory: Path) -> Pa
         f"<h2>Evidently report</h2><p><a href=\"{EVIDENTLY_PAGE}\">Open it on its own page</a>.</p>",
         f'<iframe src="{EVIDENTLY_PAGE}" title="Evidently report"></iframe>',
     ]
-    page = (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{verdict}: ride-duration "
-            f"monitoring</title><style>{STYLE}</style></head><body>{''.join(sections)}</body></html>\n")
     path = directory / "report.html"
-    path.write_text(page)
+    path.write_text(page(f"{verdict}: ride-duration monitoring", sections))
     return path
+
+
+def page(title: str, sections: t.Iterable[str]) -> str:
+    """A self-contained HTML page (the reports' style, no external resource) of ``sections``."""
+    return (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>\n")

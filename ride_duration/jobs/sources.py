@@ -10,6 +10,7 @@ null without timestamps, and always null in a prediction log).
 * A directory or a ``.jsonl`` file is the prediction log (``PREDICTION_LOG_DIR``; every
   ``*.jsonl*`` file in it, rotated ones included); its predictions are the ones served: only the
   lines whose ``role`` is ``served`` (or absent, older logs) are read, never the shadow model's.
+  :func:`log_records` reads it for ``evaluate`` too.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ if t.TYPE_CHECKING:
 
 COLUMNS = ("PULocationID", "DOLocationID", "trip_distance")
 LOG_PATTERN = "*.jsonl*"
+SERVED = "served"
+"""The prediction log's ``role`` of an answered prediction (a line without ``role``, from older logs, is one too)."""
 
 
 class SourceError(BadInput):
@@ -80,35 +83,62 @@ def score_month(source: str, model: LoadedModel, data_dir: Path | None) -> tuple
 
 
 def log_files(path: Path) -> list[Path]:
-    return sorted(p for p in path.glob(LOG_PATTERN) if p.is_file()) if path.is_dir() else [path]
+    """The log's files, oldest first: per worker file set the rotated ``.N`` (oldest) .. ``.1``, then the live file.
+
+    :raises SourceError: ``path`` is neither a directory nor a file.
+    """
+    if path.is_dir():
+        return sorted((p for p in path.glob(LOG_PATTERN) if p.is_file()), key=rotation_order)
+    if path.is_file():
+        return [path]
+    raise SourceError(f"{path}: no such directory or file")
 
 
-def read_log(path: Path) -> tuple[pd.DataFrame, dict[str, t.Any]]:
-    """Every readable record of the prediction log at ``path`` (a directory or one file)."""
+def rotation_order(path: Path) -> tuple[str, int]:
+    """``predictions-7.jsonl.2`` → ``("predictions-7.jsonl", -2)``: sorts a file set oldest first."""
+    base, _, number = path.name.rpartition(".")
+    return (base, -int(number)) if base and number.isdigit() else (path.name, 0)
+
+
+def log_records(path: Path, keys: t.Sequence[str]) -> tuple[list[dict[str, t.Any]], dict[str, t.Any]]:
+    """``keys`` of every record of the prediction log at ``path`` (a directory or one file), in reading order
+    (:func:`log_files`), and ``{"source", "files", "unreadable_lines"}``. A line cut by a crash mid-write, or
+    that is not a JSON object, is counted, not fatal.
+
+    :raises SourceError: ``path`` does not exist.
+    """
     import orjson
-    import pandas as pd
 
     records: list[dict[str, t.Any]] = []
-    bad = shadow = 0
+    bad = 0
     files = log_files(path)
     for file in files:
         with open(file, "rb") as lines:
             for line in lines:
                 try:
                     record = orjson.loads(line)
-                    if record.get("role", "served") != "served":
-                        shadow += 1  # a shadow model's prediction of a ride already logged as served
-                        continue
-                    records.append({key: record.get(key) for key in (*COLUMNS, "prediction", "model_version")})
+                    records.append({key: record.get(key) for key in keys})
                 except (orjson.JSONDecodeError, AttributeError):
-                    bad += 1  # a line cut by a crash mid-write, or not a record
+                    bad += 1
+    return records, {"source": str(path), "files": len(files), "unreadable_lines": bad}
+
+
+def read_log(path: Path) -> tuple[pd.DataFrame, dict[str, t.Any]]:
+    """The served records of the prediction log at ``path`` (shadow lines are another model's: left out)."""
+    import pandas as pd
+
+    records, info = log_records(path, (*COLUMNS, "prediction", "model_version", "role"))
     if not records:
-        raise SourceError(f"{path}: no prediction log records in {len(files)} file(s)")
+        raise SourceError(f"{path}: no prediction log records in {info['files']} file(s)")
     frame = pd.DataFrame.from_records(records)
+    served = frame["role"].isna() | (frame["role"] == SERVED)
+    frame = frame.loc[served].drop(columns="role")
+    if frame.empty:
+        raise SourceError(f"{path}: no served prediction log records in {info['files']} file(s)")
     for column in (*COLUMNS, "prediction"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
     frame["actual_duration"] = float("nan")
     versions = sorted(str(v) for v in frame["model_version"].dropna().unique())
     return frame.drop(columns="model_version"), {
-        "source": str(path), "kind": "prediction_log", "files": len(files), "rows": len(frame),
-        "unreadable_lines": bad, "shadow_lines": shadow, "model_versions": versions}
+        **info, "kind": "prediction_log", "rows": len(frame), "shadow_lines": int((~served).sum()),
+        "model_versions": versions}

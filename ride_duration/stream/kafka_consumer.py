@@ -37,6 +37,7 @@ import time
 import typing as t
 
 from . import metrics, records
+from .endpoints import consumer_config
 
 if t.TYPE_CHECKING:
     from confluent_kafka import Consumer, KafkaError, Message, Producer
@@ -88,12 +89,8 @@ class StreamConsumer:
         self._last_lag = 0.0
         self._backoff = 1.0
         extra = dict(kafka_config or {})
-        self.consumer: Consumer = Consumer({
-            "bootstrap.servers": source.brokers, "group.id": group,
-            "enable.auto.commit": False, "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest", "session.timeout.ms": settings.stream_session_timeout_ms,
-            "fetch.wait.max.ms": 100, "enable.partition.eof": False,
-            "error_cb": self.on_error, **extra})
+        self.consumer: Consumer = Consumer(consumer_config(
+            source, group, self.on_error, extra, session_timeout_ms=settings.stream_session_timeout_ms))
         producers: dict[str, Producer] = {}
         for target in (sink, dead_letter):
             if target.brokers not in producers:

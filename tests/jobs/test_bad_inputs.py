@@ -2,7 +2,7 @@
 
 One table, one row per bad input: corrupt, empty, not-parquet and mistyped files, a missing
 column, no rows, out-of-range and malformed flags, and invalid environment variables, for
-``score``, ``monitor``, ``retrain``, ``stream``, ``promote`` and ``train.py``. Each row runs the
+``score``, ``monitor``, ``retrain``, ``stream``, ``promote``, ``evaluate`` and ``train.py``. Each row runs the
 command's ``main`` in-process (the same code path as the command line, without a new interpreter
 per row; ``test_the_real_processes_refuse_the_same_way`` runs a few as real processes) and checks:
 
@@ -74,7 +74,39 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                           ("2031-02", "good")):
         (months / f"green_tripdata_{month}.parquet").write_bytes(f[source].read_bytes())
     f["months"] = months
+    evaluate_files(tmp, f)
     return f
+
+
+def evaluate_files(tmp: Path, f: dict[str, Path]) -> None:
+    """A good prediction log and actuals for ``evaluate``, and bad ones beside them."""
+    line = {"time": "2026-12-01T10:00:00Z", "role": "served", "ride_id": 1, "model_version": "m-v1",
+            "trip_distance": 2.0, "prediction": 10.0}
+    f["log"] = tmp / "log"
+    f["log"].mkdir()
+    (f["log"] / "predictions-1.jsonl").write_text(json.dumps(line) + "\n")
+    f["log_no_ids"] = tmp / "log_no_ids"
+    f["log_no_ids"].mkdir()
+    (f["log_no_ids"] / "predictions-1.jsonl").write_text(json.dumps({**line, "ride_id": None}) + "\n")
+    f["log_garbage"] = tmp / "log_garbage"
+    f["log_garbage"].mkdir()
+    (f["log_garbage"] / "predictions-1.jsonl").write_bytes(b"\x00\xff not json\n[1, 2]\n")
+    f["log_empty"] = tmp / "log_empty"
+    f["log_empty"].mkdir()
+    f["actuals"] = tmp / "actuals.csv"
+    f["actuals"].write_text("ride_id,actual_duration\n1,11.5\n")
+    f["actuals_text"] = tmp / "actuals_text.csv"
+    f["actuals_text"].write_text("ride_id,actual_duration\n1,eleven minutes\n")
+    f["actuals_no_id"] = tmp / "actuals_no_id.csv"
+    f["actuals_no_id"].write_text("actual_duration\n11.5\n")
+    f["actuals_minutes"] = tmp / "actuals_minutes.csv"
+    f["actuals_minutes"].write_text("ride_id,minutes\n1,11.5\n")
+    f["actuals_header_only"] = tmp / "actuals_header_only.csv"
+    f["actuals_header_only"].write_text("ride_id,actual_duration\n")
+    f["actuals_fraction_ids"] = tmp / "actuals_fraction_ids.parquet"
+    pq.write_table(pa.table({"ride_id": [1.5, 2.0], "actual_duration": [10.0, 12.0]}), f["actuals_fraction_ids"])
+    f["report_blocker"] = tmp / "a-file"
+    f["report_blocker"].write_text("not a directory")
 
 
 def corrupt_page(table: pa.Table, path: Path) -> Path:
@@ -174,6 +206,48 @@ CASES: list[tuple[str, str, Args, dict[str, str], str]] = [
     ("promote-text-distance-valid-data", "jobs", lambda f: ["promote", "--from", "dev", "--to", "test",
                                                             "--valid-data", str(f["text_distance"])],
      {"MLFLOW_TRACKING_URI": "{closed}"}, "trip_distance"),
+    # ---- evaluate (refused before any broker is contacted: the Kafka sources point at a closed port)
+    ("evaluate-corrupt-actuals", "jobs", lambda f: [*EVALUATE(f), "--actuals", str(f["corrupt"])], {},
+     "corrupt.parquet"),
+    ("evaluate-empty-actuals", "jobs", lambda f: [*EVALUATE(f), "--actuals", str(f["empty"])], {}, "empty.parquet"),
+    ("evaluate-not-parquet-actuals", "jobs", lambda f: [*EVALUATE(f), "--actuals", str(f["csv"])], {},
+     "csv.parquet"),
+    ("evaluate-missing-actuals", "jobs", lambda f: [*EVALUATE(f), "--actuals", str(f["missing"])], {},
+     "missing.parquet"),
+    ("evaluate-text-duration", "jobs", lambda f: [*EVALUATE(f), "--actuals", str(f["actuals_text"])], {},
+     "actual_duration is object"),
+    ("evaluate-actuals-without-ride-id", "jobs", lambda f: [*EVALUATE(f), "--actuals", str(f["actuals_no_id"])],
+     {}, "ride_id"),
+    ("evaluate-actuals-no-rows", "jobs", lambda f: [*EVALUATE(f), "--actuals", str(f["actuals_header_only"])], {},
+     "actuals_header_only.csv: no rows"),
+    ("evaluate-fractional-ride-ids", "jobs", lambda f: [*EVALUATE(f), "--actuals", str(f["actuals_fraction_ids"])],
+     {}, "ride_id is float64"),
+    ("evaluate-tlc-text-time", "jobs", lambda f: [*EVALUATE(f), "--actuals", str(f["text_time"])], {},
+     "lpep_pickup_datetime is"),
+    ("evaluate-tlc-no-rows", "jobs", lambda f: [*EVALUATE(f), "--actuals", str(f["no_rows"])], {},
+     "no_rows.parquet: no rows"),
+    ("evaluate-actuals-neither-shape", "jobs", lambda f: [*EVALUATE(f), "--actuals", str(f["actuals_minutes"])], {},
+     "needs ride_id and actual_duration"),
+    ("evaluate-missing-log", "jobs", lambda f: [*EVALUATE(f, str(f["missing"].with_suffix(""))), "--actuals",
+                                                str(f["actuals"])], {}, "--predictions"),
+    ("evaluate-empty-log-dir", "jobs", lambda f: [*EVALUATE(f, str(f["log_empty"]), kafka=False), "--actuals",
+                                                  str(f["actuals"])], {}, "log_empty"),
+    ("evaluate-garbage-log", "jobs", lambda f: [*EVALUATE(f, str(f["log_garbage"]), kafka=False), "--actuals",
+                                                str(f["actuals"])], {}, "log_garbage"),
+    ("evaluate-log-without-ride-ids", "jobs", lambda f: [*EVALUATE(f, str(f["log_no_ids"]), kafka=False),
+                                                         "--actuals", str(f["actuals"])], {}, "without a ride_id"),
+    ("evaluate-report-dir-is-a-file", "jobs", lambda f: ["evaluate", "--predictions", str(f["log"]), "--actuals",
+                                                         str(f["actuals"]), "--report-dir",
+                                                         str(f["report_blocker"])], {}, "--report-dir"),
+    ("evaluate-predictions-not-kafka", "jobs", lambda f: [*EVALUATE(f, "kafka:/127.0.0.1/x"), "--actuals",
+                                                          str(f["actuals"])], {}, "--predictions"),
+    ("evaluate-kafka-timeout-0", "jobs", lambda f: [*EVALUATE(f), "--actuals", str(f["actuals"]),
+                                                    "--kafka-timeout", "0"], {}, "--kafka-timeout"),
+    ("evaluate-group-empty", "jobs", lambda f: [*EVALUATE(f), "--actuals", str(f["actuals"]), "--group", ""], {},
+     "--group"),
+    ("evaluate-no-actuals-flag", "jobs", lambda f: EVALUATE(f), {}, "--actuals"),
+    ("evaluate-env-kafka-timeout", "jobs", lambda f: [*EVALUATE(f), "--actuals", str(f["actuals"])],
+     {"EVALUATE_KAFKA_TIMEOUT": "soon"}, "EVALUATE_KAFKA_TIMEOUT"),
     # ---- train.py
     ("train-missing-file", "train", lambda f: ["--train-data", str(f["missing"]), "--valid-data", str(f["valid"])],
      {}, "--train-data"),
@@ -200,6 +274,13 @@ CASES: list[tuple[str, str, Args, dict[str, str], str]] = [
 ]
 STREAM = ["stream", "--source", "kafka://127.0.0.1:1/rides", "--sink", "kafka://127.0.0.1:1/out",
           "--dead-letter", "kafka://127.0.0.1:1/dead"]
+
+
+def EVALUATE(f: dict[str, Path], log: str | None = None, kafka: bool = True) -> list[str]:  # noqa: N802 - as STREAM
+    """``evaluate`` with a prediction log (and a topic on a closed port: inputs are refused before a broker is
+    asked), the report in ``{out}``."""
+    topic = ["--predictions", "kafka://127.0.0.1:1/predictions"] if kafka else []
+    return ["evaluate", "--predictions", log or str(f["log"]), *topic, "--report-dir", "{out}"]
 
 
 def fill(text: str, files: dict[str, Path], tmp_path: Path, closed: str) -> str:
@@ -279,6 +360,17 @@ def test_monitor_writes_the_report_when_the_pushgateway_is_down(files, tmp_path,
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert report["current"]["rows"] == 2000
     assert (tmp_path / "r" / "metrics.prom").is_file()
+
+
+def test_evaluate_with_the_broker_down_exits_1(files, tmp_path, capsys):
+    topic = f"kafka://127.0.0.1:{free_port()}/predictions"
+    code, out, err = run_in_process("jobs", ["evaluate", "--predictions", str(files["log"]), "--predictions", topic,
+                                             "--actuals", str(files["actuals"]), "--report-dir", str(tmp_path / "r"),
+                                             "--kafka-timeout", "2"], capsys)
+
+    assert code == ERROR, (out[-3000:], err[-3000:])
+    assert_one_clean_line(out, err, f"cannot reach the broker of {topic}")
+    assert not (tmp_path / "r").exists()
 
 
 def test_train_with_an_unreachable_url_exits_1(files, tmp_path, capsys, monkeypatch):
