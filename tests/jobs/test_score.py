@@ -132,16 +132,20 @@ def test_rmse_on_the_validation_month_matches_the_model_metadata(tmp_path):
 
 
 @pytest.mark.slow
-def test_model_uri_scores_with_the_registered_model(tmp_path, synthetic_months, mlflow_server):
-    """``--model-uri`` goes through the service's registry resolve + load + checks."""
+def test_model_uri_scores_with_the_registered_model(tmp_path, synthetic_months, mlflow_server, monkeypatch):
+    """``--model-uri`` goes through the service's registry resolve + load + checks. The model is
+    registered by the training job in this process (``train.py --register``'s ``main``); the scoring is
+    the real CLI process."""
+    from ride_duration.errors import ExitCode
+    from ride_duration.jobs import train as train_job
+
     train, valid = synthetic_months
     output = tmp_path / "predictions.parquet"
     registry = mlflow_server  # the shared server (tests/conftest.py); "cli-test" is this test's model
     env = {"PATH": "/usr/bin:/bin", "MLFLOW_TRACKING_URI": registry.url}
-    trained = subprocess.run([sys.executable, "train.py", "--train-data", str(train), "--valid-data", str(valid),
-                              "--no-bundle", "--register", "--model-name", "cli-test"],
-                             cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
-    assert trained.returncode == 0, trained.stderr[-3000:]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.url)
+    assert train_job.main(["--train-data", str(train), "--valid-data", str(valid), "--no-bundle", "--register",
+                           "--model-name", "cli-test"]) == ExitCode.OK
     result = subprocess.run([sys.executable, "-m", "ride_duration", "score", "--input", str(valid), "--output",
                              str(output), "--model-uri", "models:/cli-test@production"],
                             cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
