@@ -173,6 +173,9 @@ def test_sigkill_in_a_consumer_group_loses_no_ride(broker, reference, tmp_path):
         a = consumer(broker, tmp_path, names, "kill", *small, log="a2.log").start()  # same group
         want = {r["ride_id"] for r in first + second}
         reader.until(lambda r: want <= {m["ride_id"] for m in r.json()}, 90, "every ride after the restart")
+        # b may have done it all while the restarted member was still importing: a SIGTERM before its
+        # handlers exist kills it (-15), which says nothing about the consumer
+        a.wait_event("stream_started", timeout=60)
         assert a.terminate() == 0
         assert b.terminate() == 0
     finally:
