@@ -24,9 +24,10 @@ COV_ARGS ?= --cov --cov-report=term --cov-report=xml:$(REPORTS)/coverage.xml
 STRICT_SKIPS ?= 1
 # pytest-xdist: most tests wait on servers (gunicorn, MLflow, a broker), not on the CPU, so one
 # more worker than the 2 cores of the project's machine. Tests sharing a module fixture stay on one
-# worker (conftest.py's xdist groups). PYTEST_WORKERS=0: one process, as before.
+# worker (conftest.py's xdist groups), handed out longest first in conftest.py's order (xdist's
+# reorder would put every single test, however long, after all groups). PYTEST_WORKERS=0: one process.
 PYTEST_WORKERS ?= 3
-XDIST_ARGS ?= -n $(PYTEST_WORKERS) --dist loadgroup
+XDIST_ARGS ?= -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 export PIPENV_VENV_IN_PROJECT := 1
 export PIPENV_IGNORE_VIRTUALENVS := 1

@@ -12,6 +12,13 @@ a broker, a built site) are put in one ``xdist_group`` named after the module, s
 starts once, on one worker; every other test is scheduled on its own. A test file needs nothing
 for this; an explicit ``@pytest.mark.xdist_group`` wins. Groups marked ``slow`` are handed out
 first so the long ones do not end up alone at the tail of the run.
+
+Longest first: xdist hands out work units (a group, or a test of its own) in collection order
+(``make test-python`` passes ``--no-loadscope-reorder``; xdist would otherwise put the units with
+the most tests first and every single test, however long, last). The order here is by expected
+seconds per unit: the durations of the last runs (pytest's cache, ``ride_duration/durations``,
+written after each run that has the cache), else 60 s for a test marked ``slow`` and 1 s for any
+other; ties keep collection order.
 """
 
 from __future__ import annotations
@@ -23,6 +30,9 @@ import pytest
 
 STRICT = os.environ.get("STRICT_SKIPS") == "1"
 SHARED_SCOPES = {"module", "class", "package"}
+DURATIONS_KEY = "ride_duration/durations"
+UNKNOWN_SLOW, UNKNOWN = 60.0, 1.0  # expected seconds of a test the cache has not seen yet
+_measured: dict[str, float] = {}
 
 
 def _shares_a_fixture(item: pytest.Item) -> bool:
@@ -41,10 +51,67 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("xdist_group") is None and _shares_a_fixture(item):
             item.add_marker(pytest.mark.xdist_group(_module(item)))
-    # modules with a slow test first, each module kept whole (its module fixtures start once) and in
-    # its own order; a stable sort, so every xdist worker collects the same order
-    slow = {_module(item) for item in items if item.get_closest_marker("slow") is not None}
-    items.sort(key=lambda item: _module(item) not in slow)
+    # the longest work units first, each kept whole (its module fixtures start once) and in its own
+    # order; every xdist worker reads the same cache, so all collect the same order
+    cache = getattr(config, "cache", None)
+    known: dict[str, float] = (cache.get(DURATIONS_KEY, {}) if cache is not None else {}) or {}
+    cost: dict[str, float] = {}
+    first: dict[str, int] = {}
+    for index, item in enumerate(items):
+        unit = _unit(item)
+        default = UNKNOWN_SLOW if item.get_closest_marker("slow") is not None else UNKNOWN
+        cost[unit] = cost.get(unit, 0.0) + known.get(item.nodeid, default)
+        first.setdefault(unit, index)
+    items.sort(key=lambda item: (-cost[_unit(item)], first[_unit(item)]))
+    if getattr(config.option, "loadgroup", False):  # an xdist worker under --dist loadgroup
+        _tag_groups(items)
+
+
+def _tag_groups(items: list[pytest.Item]) -> None:
+    """Put the ``@group`` tag on each grouped test's node id, where xdist's scheduler reads it.
+
+    pytest-xdist 3.8 writes the tag to the old ``_nodeid`` field, which pytest 9.2 no longer reads
+    (pytest-dev/pytest-xdist#1386): without this, ``--dist loadgroup`` groups nothing and a module's
+    tests, with their module fixtures (a gunicorn, an MLflow server, a broker), are spread over
+    every worker. A tag already there (an xdist that sets it itself) is left alone.
+    """
+    try:
+        from _pytest.nodeid import NodeId
+    except ImportError:  # an older pytest: xdist's own tagging works
+        return
+    for item in items:
+        unit = _unit(item)
+        if unit.startswith("@") and hasattr(item, "_id") and not item.nodeid.endswith(unit):
+            item._id = NodeId.parse(item.nodeid + unit)
+
+
+def _unit(item: pytest.Item) -> str:
+    """xdist's work unit: the test's xdist_group, else the test alone."""
+    marker = item.get_closest_marker("xdist_group")
+    if marker is None:
+        return item.nodeid
+    return "@" + str(marker.args[0] if marker.args else marker.kwargs.get("name", "default"))
+
+
+def _plain_nodeid(nodeid: str) -> str:
+    """A report's node id without the ``@group`` suffix xdist adds to grouped tests."""
+    at = nodeid.rfind("@")
+    return nodeid[:at] if at > nodeid.rfind("]") else nodeid
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    nodeid = _plain_nodeid(report.nodeid)
+    _measured[nodeid] = _measured.get(nodeid, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The controller (or a run without xdist) keeps this run's durations for the next run's order."""
+    cache = getattr(session.config, "cache", None)
+    if cache is None or hasattr(session.config, "workerinput") or not _measured:
+        return
+    known = cache.get(DURATIONS_KEY, {}) or {}
+    known.update({nodeid: round(seconds, 2) for nodeid, seconds in _measured.items()})
+    cache.set(DURATIONS_KEY, known)
 
 
 @pytest.hookimpl(wrapper=True)

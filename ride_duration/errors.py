@@ -22,10 +22,21 @@ log = logging.getLogger(__name__)
 
 
 class ServiceError(Exception):
-    """Base class: an error with an HTTP status and a stable machine-readable code."""
+    """Base class: an error with an HTTP status and a stable machine-readable code.
+
+    A subclass names both in its header, ``class Gone(ServiceError, status=410, code="gone")``;
+    one it does not name is inherited.
+    """
 
     status_code = 400
     code = "bad_request"
+
+    def __init_subclass__(cls, status: int | None = None, code: str | None = None, **kwargs: t.Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if status is not None:
+            cls.status_code = status
+        if code is not None:
+            cls.code = code
 
     def __init__(self, message: str, details: list[dict[str, t.Any]] | None = None) -> None:
         super().__init__(message)
@@ -39,50 +50,36 @@ class ServiceError(Exception):
         return {"error": body}
 
 
-class MalformedJSON(ServiceError):
-    status_code = 400
-    code = "malformed_json"
+class MalformedJSON(ServiceError, status=400, code="malformed_json"):
+    """The body is not valid JSON (or not the JSON shape the route reads)."""
 
 
-class UnsupportedMediaType(ServiceError):
-    status_code = 415
-    code = "unsupported_media_type"
+class UnsupportedMediaType(ServiceError, status=415, code="unsupported_media_type"):
+    """A ``Content-Type`` the route does not read."""
 
 
-class PayloadTooLarge(ServiceError):
-    status_code = 413
-    code = "payload_too_large"
+class PayloadTooLarge(ServiceError, status=413, code="payload_too_large"):
+    """A body larger than ``MAX_CONTENT_LENGTH`` bytes."""
 
 
-class RequestTimeout(ServiceError):
+class RequestTimeout(ServiceError, status=408, code="request_timeout"):
     """The request body did not arrive in time (BODY_TIMEOUT / BODY_MIN_RATE)."""
 
-    status_code = 408
-    code = "request_timeout"
+
+class InvalidInput(ServiceError, status=422, code="invalid_input"):
+    """Well-formed, but a ride (or the batch) breaks a rule; ``details`` name each field and problem."""
 
 
-class InvalidInput(ServiceError):
-    status_code = 422
-    code = "invalid_input"
-
-
-class Unauthorized(ServiceError):
+class Unauthorized(ServiceError, status=401, code="unauthorized"):
     """No valid bearer token on a prediction route while ``API_TOKENS_FILE`` is set (web/auth.py)."""
 
-    status_code = 401
-    code = "unauthorized"
+
+class ModelNotReady(ServiceError, status=503, code="model_not_ready"):
+    """No model is loaded (yet, or not any more): ``/ready`` says why."""
 
 
-class ModelNotReady(ServiceError):
-    status_code = 503
-    code = "model_not_ready"
-
-
-class Overloaded(ServiceError):
+class Overloaded(ServiceError, status=503, code="overloaded"):
     """The worker already has ``MAX_INFLIGHT`` requests in flight; answered with ``Retry-After``."""
-
-    status_code = 503
-    code = "overloaded"
 
 
 def _json(body: dict[str, t.Any], status: int) -> Response:

@@ -91,6 +91,15 @@ class Server:
             return ""
         return self.log_path.read_text(errors="replace")
 
+    def worker_pids(self) -> set[int]:
+        """The master's child processes (its workers), from /proc."""
+        pids: set[int] = set()
+        if self.proc is not None:
+            with contextlib.suppress(OSError):
+                for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+                    pids |= {int(p) for p in (task / "children").read_text().split()}
+        return pids
+
     def signal(self, sig: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)
@@ -100,11 +109,23 @@ class Server:
             return None
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            deadline = time.monotonic() + timeout
+            while self.proc.poll() is None:
+                try:
+                    self.proc.wait(min(1.0, max(0.0, deadline - time.monotonic())))
+                except subprocess.TimeoutExpired:
+                    if time.monotonic() >= deadline:
+                        self.proc.kill()
+                        self.proc.wait()
+                        break
+                    # A worker forked just before the SIGTERM may have taken it with the master's
+                    # inherited handler (gunicorn installs the worker's own only in init_process):
+                    # it serves on and the master waits its whole graceful_timeout (30 s) for it.
+                    # Each second, the workers still there get the SIGTERM again (a no-op for one
+                    # already draining).
+                    for pid in self.worker_pids():
+                        with contextlib.suppress(OSError):
+                            os.kill(pid, signal.SIGTERM)
         if self._log is not None:
             self._log.close()
         return self.proc.returncode

@@ -15,9 +15,18 @@ validation file logged with the candidate's run (``data/valid/`` artifact).
 
 Besides the gate's own ``gate``/``gate_reason`` tags (the last decision), each decision is kept per
 environment as ``gate.<alias>`` / ``gate_reason.<alias>`` on the version.
+
+With ``--require-shadow-evidence N --shadow-evidence report.json`` (``evaluate``'s report) the
+candidate must also have been shadowed beside the current ``@<to alias>`` version: the report must
+compare the two on at least N live rides with a lower live RMSE for the candidate, else the
+champion is kept before any model is loaded (:mod:`ride_duration.registry.shadow_evidence`; the
+decision and the numbers are tagged on the candidate as ``shadow_evidence.*``).
+
 Exit codes (:class:`ride_duration.errors.ExitCode`): 0 promoted (or already there), 3 kept the
-champion, 1 error (no MLFLOW_TRACKING_URI, registry unreachable, nothing to promote), 2 bad input
-(a skipped environment, an unreadable or mistyped ``--valid-data``: read before the registry is asked).
+champion (also: the live evidence is missing, too small or not better), 1 error (no
+MLFLOW_TRACKING_URI, registry unreachable, nothing to promote), 2 bad input (a skipped environment,
+an unreadable or mistyped ``--valid-data``, a missing, unreadable or malformed ``--shadow-evidence``,
+a bad flag: read before the registry is asked).
 """
 
 from __future__ import annotations
@@ -29,9 +38,12 @@ import typing as t
 from pathlib import Path
 
 from ..config import Settings
-from ..errors import ExitCode, JobError
-from ..registry import promote
-from . import cli
+from ..errors import BadInput, ExitCode, JobError
+from ..registry import promote, shadow_evidence
+from ..registry.aliases import champion_version
+from ..registry.mlflow_model import GATE_REASON_TAG, GATE_TAG
+from ..registry.summary import summary
+from . import cli, live_evidence
 
 if t.TYPE_CHECKING:
     import pandas as pd
@@ -62,7 +74,9 @@ def check_step(source: str, target: str) -> str | None:
 def add_parser(commands: t.Any) -> None:
     """Register ``promote`` on a subparsers object; sets ``run``."""
     parser = commands.add_parser("promote", help="move the model of one environment to the next through the gate",
-                                 description=(__doc__ or "").split("\n\n")[0])
+                                 description=(__doc__ or "").split("\n\n")[0],
+                                 epilog=(__doc__ or "").split("\n\n")[-1].replace("``", "").replace(
+                                     ":class:`ride_duration.errors.ExitCode`", "ExitCode"))
     add_arguments(parser)
     parser.set_defaults(run=run)
 
@@ -76,6 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "candidate's training run")
     cli.data_dir_option(parser)
     parser.add_argument("--model-name", default=None, help="registered model (default MODEL_NAME)")
+    live_evidence.add_options(parser, "the --from version")
 
 
 def logged_validation_file(client: MlflowClient, run_id: str, dst: str) -> Path | None:
@@ -116,7 +131,7 @@ def validation_rides(args: argparse.Namespace, client: MlflowClient, run_id: str
 def record(client: MlflowClient, name: str, version: str, alias: str) -> None:
     """Copy the gate's last decision into the per-environment tags."""
     tags = client.get_model_version(name, version).tags
-    for key in (promote.GATE_TAG, promote.GATE_REASON_TAG):
+    for key in (GATE_TAG, GATE_REASON_TAG):
         if key in tags:
             client.set_model_version_tag(name, version, f"{key}.{alias}", tags[key])
 
@@ -128,18 +143,23 @@ def promote_between(client: MlflowClient, name: str, source: str, target: str,
 
     why = check_step(source, target)
     if why:
-        promote.summary(f"error: {why}")
+        summary(f"error: {why}")
         return ExitCode.BAD_INPUT
     src_alias, dst_alias = ENVIRONMENTS[source], ENVIRONMENTS[target]
     try:
         candidate = resolve(client, f"models:/{name}@{src_alias}")
     except RegistryUnavailable as exc:
-        promote.summary(f"error: nothing to promote from {source}: {exc}")
+        summary(f"error: nothing to promote from {source}: {exc}")
         return ExitCode.ERROR
     version = str(candidate.version)
-    if promote.champion_version(client, name, dst_alias) == version:
-        promote.summary(f"{name} v{version} is already @{dst_alias} ({target}); nothing to do")
+    if champion_version(client, name, dst_alias) == version:
+        summary(f"{name} v{version} is already @{dst_alias} ({target}); nothing to do")
         return ExitCode.OK
+    if getattr(args, "require_shadow_evidence", None) is not None:  # live evidence first: it needs no model loaded
+        evidence = shadow_evidence.check(client, name, version, dst_alias, getattr(args, "evidence", None),
+                                         live_evidence.source(args), args.require_shadow_evidence)
+        if not evidence.promote:
+            return shadow_evidence.keep(name, version, dst_alias, evidence)
     try:
         model = load(client, candidate)
     except CandidateRejected as exc:
@@ -159,16 +179,21 @@ def run(args: argparse.Namespace) -> int:
     """``python -m ride_duration promote``: one ``gate:`` line, exit 0/3/1/2."""
     why = check_step(args.source, args.target)
     if why:
-        promote.summary(f"error: --to {args.target}: {why}")
+        summary(f"error: --to {args.target}: {why}")
         return ExitCode.BAD_INPUT
     settings = Settings()
     try:
         args.rides = given_validation_rides(args, settings)  # inputs first: a bad file fails before the registry
     except JobError as exc:
-        promote.summary(f"error: --valid-data {args.valid_data}: {exc}")
+        summary(f"error: --valid-data {args.valid_data}: {exc}")
+        return exc.exit_code
+    try:
+        args.evidence = live_evidence.read(args)
+    except BadInput as exc:
+        summary(f"error: {exc}")
         return exc.exit_code
     if not settings.mlflow_tracking_uri:
-        promote.summary("error: promote needs MLFLOW_TRACKING_URI (the tracking server's URL)")
+        summary("error: promote needs MLFLOW_TRACKING_URI (the tracking server's URL)")
         return ExitCode.ERROR
     from ..registry.client import bound_http, client_for
 
@@ -177,9 +202,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         return promote_between(client, args.model_name or settings.model_name, args.source, args.target, args)
     except JobError as exc:  # BadInput: the logged validation file; JobError: a download
-        promote.summary(f"error: {exc}")
+        summary(f"error: {exc}")
         return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - a CLI: report any failure as one line and exit 1
         log.exception("promotion failed")
-        promote.summary(f"error: {type(exc).__name__}: {str(exc)[:500]}")
+        summary(f"error: {type(exc).__name__}: {str(exc)[:500]}")
         return ExitCode.ERROR

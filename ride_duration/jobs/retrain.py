@@ -5,20 +5,31 @@
 1. the month (``--month YYYY-MM``, or ``latest``: the newest month whose next month is
    available too) and its validation month (``--valid-month``, default the month after)
    are read like ``train.py`` reads them: from ``TLC_DATA_DIR`` when there, else downloaded from
-   the TLC (unless ``TLC_DOWNLOAD=false``);
+   the TLC (unless ``TLC_DOWNLOAD=false``) (:mod:`.months`);
 2. the newest month is monitored against the champion's (``models:/<MODEL_NAME>@<alias>``)
    training data with the champion's predictions (the ``monitor`` job; the summary is logged and,
-   with ``--report-dir``, written as report.json/.html and metrics.prom);
+   with ``--report-dir``, written as report.json/.html and metrics.prom) (:mod:`.champion_drift`);
 3. a challenger is fitted on the month and validated on the validation month
    (:func:`ride_duration.jobs.train.fit`, the training job's own fit);
 4. it is registered and promoted only through the champion/challenger gate
    (:func:`ride_duration.registry.promote.register_and_gate`): champion and challenger are
    scored on the same validation rides and the alias moves only if the challenger is better.
 
-Exit codes (:class:`ride_duration.errors.ExitCode`; 0 and 3 as ``train.py --register``): 0 promoted;
-1 error (no MLFLOW_TRACKING_URI, registry, download or training failure); 2 no data (a month not
-published or not found: try later) or bad input (a month's file unreadable, a column missing or
-mistyped, a bad flag); 3 kept the champion (the challenger was registered and rejected).
+Promotion on live evidence (``--require-shadow-evidence N [--shadow-evidence report.json]``): the
+new challenger has no live evidence yet, so step 4 moves ``@challenger`` instead (if it beats
+``@production`` on the validation rides), for the service to shadow (``SHADOW_MODEL_URI``). Before
+that, the current ``@challenger`` moves to ``@production`` only if the report of ``evaluate``
+compares it with the current ``@production`` on at least N live rides and its live RMSE is lower
+(:mod:`ride_duration.registry.shadow_evidence`); the decision and the numbers are tagged on it
+(``shadow_evidence.*``).
+
+Exit codes (:class:`ride_duration.errors.ExitCode`; 0 and 3 as ``train.py --register``): 0 promoted
+(with --require-shadow-evidence: the challenger, on live evidence); 1 error (no MLFLOW_TRACKING_URI,
+registry, download or training failure); 2 no data (a month not published or not found: try later)
+or bad input (a month's file unreadable, a column missing or mistyped, a bad flag, a missing,
+unreadable or malformed --shadow-evidence report); 3 kept the champion (the challenger was
+registered and rejected; with --require-shadow-evidence: the live evidence is missing, too small or
+not better).
 """
 
 from __future__ import annotations
@@ -27,13 +38,13 @@ import argparse
 import datetime as dt
 import logging
 import typing as t
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from ..config import Settings
 from ..errors import BadInput, ExitCode, JobError
-from . import cli, data
+from . import cli, live_evidence
+from .champion_drift import ChampionNotLoadable, monitor_month
+from .months import LATEST, NoData, latest_month, month, next_month, read, source_for
 
 if t.TYPE_CHECKING:
     import pandas as pd
@@ -41,145 +52,9 @@ if t.TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-
-class NoData(BadInput):
-    """The month's file is not there (not yet published, or not in ``TLC_DATA_DIR`` offline)."""
-
-
-class ChampionNotLoadable(JobError):
-    """The champion the month is monitored with cannot be loaded (exit 1)."""
-
-
-LATEST = "latest"
-LOOKBACK_MONTHS = 18
-"""How far back ``--month latest`` looks for published months (the TLC publishes ~2 months late)."""
-
-
-def month(text: str) -> str:
-    """argparse type: ``YYYY-MM`` or ``latest``."""
-    if text == LATEST:
-        return text
-    try:
-        dt.datetime.strptime(text, "%Y-%m")
-    except ValueError:
-        raise argparse.ArgumentTypeError("must be YYYY-MM") from None
-    return text
-
-
-def next_month(value: str) -> str:
-    year, mon = map(int, value.split("-"))
-    return f"{year + mon // 12}-{mon % 12 + 1:02d}"
-
-
-def previous_month(value: str) -> str:
-    year, mon = map(int, value.split("-"))
-    return f"{year - (mon == 1)}-{(mon - 2) % 12 + 1:02d}"
-
-
-def latest_month(settings: Settings, today: dt.date | None = None) -> str:
-    """The newest month whose next month is available too (so it can be validated).
-
-    Candidates: the months of the files in ``TLC_DATA_DIR`` and, when downloads are on, the
-    last :data:`LOOKBACK_MONTHS` months at the TLC.
-
-    :raises NoData: no such pair.
-    """
-    candidates = {p.stem.rsplit("_", 1)[-1] for p in Path(settings.tlc_data_dir).glob("green_tripdata_*.parquet")}
-    if settings.tlc_download:
-        current = (today or dt.date.today()).strftime("%Y-%m")
-        for _ in range(LOOKBACK_MONTHS):
-            current = previous_month(current)
-            candidates.add(current)
-    available: dict[str, bool] = {}
-
-    def has(value: str) -> bool:
-        if value not in available:
-            try:
-                source_for(value, settings)
-                available[value] = True
-            except NoData:
-                available[value] = False
-        return available[value]
-
-    for candidate in sorted((c for c in candidates if len(c) == 7), reverse=True):
-        if has(next_month(candidate)) and has(candidate):
-            return candidate
-    raise NoData(f"no month with its next month in {settings.tlc_data_dir}"
-                 + (f" or at the TLC (last {LOOKBACK_MONTHS} months)" if settings.tlc_download else ""))
-
-
-def source_for(value: str, settings: Settings) -> str:
-    """The local file or the TLC URL for a month.
-
-    :raises NoData: not local and downloads are off, or the TLC answers 403/404 (not published).
-    """
-    source = data.resolve_source(value, settings.tlc_data_dir)
-    if not source.startswith(("http://", "https://")):
-        return source
-    if not settings.tlc_download:
-        raise NoData(f"{value}: not in {settings.tlc_data_dir} and TLC_DOWNLOAD is false")
-    try:
-        with urllib.request.urlopen(urllib.request.Request(source, method="HEAD"), timeout=30):  # noqa: S310 - http(s) only, checked above
-            return source
-    except urllib.error.HTTPError as exc:
-        if exc.code in (403, 404):  # CloudFront answers 403 for a file that does not exist
-            raise NoData(f"{value}: {source} answered {exc.code} (not published yet?)") from exc
-        raise
-
-
-def read(source: str) -> pd.DataFrame:
-    rides = data.read_rides(source)
-    if rides.empty:
-        raise NoData(f"{source}: no 1-60 minute rides")
-    return rides
-
-
-def champion_training_data(settings: Settings, name: str, alias: str) -> str | None:
-    """Where the champion's training data is (its run's ``train_data`` param), or None without a champion."""
-    from ..registry.client import client_for
-    from ..registry.promote import champion_version
-
-    client = client_for(t.cast(str, settings.mlflow_tracking_uri))
-    version = champion_version(client, name, alias)
-    if version is None:
-        return None
-    run_id = client.get_model_version(name, version).run_id
-    source = client.get_run(run_id).data.params.get("train_data") if run_id else None
-    if not source:
-        return None
-    if Path(source).is_file() or source.startswith(("http://", "https://")):
-        return source
-    local = settings.tlc_data_dir / Path(source).name  # trained elsewhere (another container): same file here?
-    return str(local) if local.is_file() else None
-
-
-def monitor_month(args: argparse.Namespace, settings: Settings, name: str, current: str) -> dict[str, t.Any] | None:
-    """The monitor report of ``current`` against the champion's training data (None if there is no champion)."""
-    from . import monitor
-
-    reference = champion_training_data(settings, name, args.alias)
-    if reference is None:
-        log.info("no champion (or its training data) to compare with: monitoring skipped",
-                 extra={"event": "retrain_monitor_skipped"})
-        return None
-    try:
-        model = cli.load_model(args, settings, model_uri=f"models:/{name}@{args.alias}")
-    except JobError as exc:
-        raise ChampionNotLoadable(str(exc)) from None
-    report, snapshot = monitor.build(reference, current, model, settings.tlc_data_dir, args.sample_rows)
-    if args.report_dir is not None:
-        monitor.write(report, snapshot, args.report_dir, args.pushgateway)
-    log.info("monitor: drift_detected=%s champion RMSE on %s: %s", report["drift_detected"], args.month,
-             (report["quality"] or {}).get("rmse"),
-             extra={"event": "retrain_monitored", "drift_detected": report["drift_detected"],
-                    "scores": {k: v["score"] for k, v in report["features"].items()},
-                    "champion_rmse": (report["quality"] or {}).get("rmse")})
-    return report
-
-
 def train_and_gate(args: argparse.Namespace, train_src: str, valid_src: str, train_rides: pd.DataFrame,
                    valid_rides: pd.DataFrame, report: dict[str, t.Any] | None) -> int:
-    from ..registry import promote
+    from ..registry import gate, promote
     from . import train
 
     dv, lr, rmse = train.fit(train_rides, valid_rides)
@@ -191,16 +66,28 @@ def train_and_gate(args: argparse.Namespace, train_src: str, valid_src: str, tra
         "params": {**train.model_params(train.DEFAULT_STEP, train.DEFAULT_ALPHA), "trigger": "retrain"},
         "feature_step": train.DEFAULT_STEP.to_dict(),  # the logged pipeline must apply the step fit() used
     }
-    info["metrics"] = promote.metrics(lr.predict(dv.transform(train.prepare_features(
+    info["metrics"] = gate.metrics(lr.predict(dv.transform(train.prepare_features(
         valid_rides.to_dict("records"), train.DEFAULT_STEP))), valid_rides)
     if report is not None:
         info["monitor"] = {"drift_detected": report["drift_detected"],
                            "scores": {k: v["score"] for k, v in report["features"].items()},
                            "champion_rmse": (report["quality"] or {}).get("rmse")}
     log.info("challenger validation RMSE %.4f on %d rides of %s", rmse, len(valid_rides), args.valid_month)
-    gate_args = argparse.Namespace(model_name=args.model_name, alias=args.alias, legacy_stage=False,
+    live = args.require_shadow_evidence is not None  # the new candidate goes to @challenger, to be shadowed
+    gate_args = argparse.Namespace(model_name=args.model_name, alias=args.challenger_alias if live else args.alias,
+                                   against=args.alias if live else None, legacy_stage=False,
                                    experiment=args.experiment)
     return promote.register_and_gate(gate_args, dv, lr, info, valid_rides)
+
+
+def decide_on_live_evidence(args: argparse.Namespace, settings: Settings, evidence: t.Any) -> int:
+    """Promote the current ``@challenger`` to ``@<alias>`` on the report's evidence, or keep (exit 0/3)."""
+    from ..registry.client import client_for
+    from ..registry.shadow_evidence import decide_challenger
+
+    client = client_for(t.cast(str, settings.mlflow_tracking_uri))
+    return decide_challenger(client, args.model_name, args.challenger_alias, args.alias, evidence,
+                             live_evidence.source(args), args.require_shadow_evidence)
 
 
 def summary(text: str) -> None:
@@ -219,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
 
     bound_http(timeout=60, max_retries=3)  # as the gate: a registry that is down fails in minutes, not hangs
     try:
+        evidence = live_evidence.read(args)  # inputs first: a bad report fails before months are read
         if args.month == LATEST:
             args.month = latest_month(settings)
             log.info("latest month with a validation month after it: %s", args.month)
@@ -238,6 +126,14 @@ def run(args: argparse.Namespace) -> int:
         log.exception("reading the months failed")
         summary(f"error: {type(exc).__name__}: {str(exc)[:500]}")
         return ExitCode.ERROR
+    live_code = None
+    if args.require_shadow_evidence is not None:
+        try:
+            live_code = decide_on_live_evidence(args, settings, evidence)
+        except Exception as exc:  # noqa: BLE001 - a CLI: one line, exit 1
+            log.exception("deciding on the live evidence failed")
+            summary(f"error: {type(exc).__name__}: {str(exc)[:500]}")
+            return ExitCode.ERROR
     try:
         report = monitor_month(args, settings, name, train_src)
     except ChampionNotLoadable as exc:
@@ -254,8 +150,14 @@ def run(args: argparse.Namespace) -> int:
         summary(f"error: {type(exc).__name__}: {str(exc)[:500]}")
         return ExitCode.ERROR
     outcome = {ExitCode.OK: "promoted", ExitCode.KEPT_CHAMPION: "kept champion"}.get(code, "error")
-    summary(f"{outcome} (challenger trained on {args.month}, validated on {args.valid_month})")
-    return code
+    trained = f"trained on {args.month}, validated on {args.valid_month}"
+    if live_code is None:
+        summary(f"{outcome} (challenger {trained})")
+        return code
+    challenger = {ExitCode.OK: f"is @{args.challenger_alias} now", ExitCode.KEPT_CHAMPION: "rejected by the gate"}
+    live = {ExitCode.OK: "promoted", ExitCode.KEPT_CHAMPION: "kept champion"}[live_code]
+    summary(f"{live} on live evidence; the new challenger {challenger.get(code, 'failed')} ({trained})")
+    return live_code if code in challenger else code
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -275,4 +177,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--pushgateway", default=None, help="push the monitor's metrics to this Pushgateway")
     p.add_argument("--sample-rows", type=cli.positive_int, default=None,
                    help="monitor at most this many rides per side")
+    live_evidence.add_options(p, "the current --challenger-alias version to --alias")
+    p.add_argument("--challenger-alias", default="challenger",
+                   help="with --require-shadow-evidence: the alias the new challenger is gated into, to be shadowed "
+                        "(SHADOW_MODEL_URI), and whose version is promoted on live evidence (default challenger)")
     p.set_defaults(run=run)

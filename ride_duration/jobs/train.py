@@ -189,11 +189,11 @@ def run(args: argparse.Namespace) -> int:
         "params": model_params(step, args.alpha),
         "feature_step": step.to_dict(),
     }
-    from ..registry import promote
+    from ..registry import gate
 
-    info["metrics"] = promote.metrics(lr.predict(dv.transform(prepare_features(
+    info["metrics"] = gate.metrics(lr.predict(dv.transform(prepare_features(
         valid_rides.to_dict("records"), step))), valid_rides)
-    info["plausibility"] = promote.plausibility_counts(train_rides, valid_rides)
+    info["plausibility"] = gate.plausibility_counts(train_rides, valid_rides)
     if hasattr(lr, "summary"):
         info["fit"] = lr.summary()
     log.info("validation RMSE %.4f on %d rides (1-60 min), %.4f on the %d plausible ones", rmse,
@@ -202,10 +202,10 @@ def run(args: argparse.Namespace) -> int:
                     "valid_rmse_plausible": info["metrics"]["valid_rmse_plausible"]})
     if args.gate_against is not None:
         from ..model.loading import ModelLoadError
-        from ..registry import promote
+        from ..registry.bundle_gate import gate_bundle
 
         try:
-            code, gate_info = promote.gate_bundle(args.gate_against, dv, lr, step, valid_rides)
+            code, gate_info = gate_bundle(args.gate_against, dv, lr, step, valid_rides)
         except ModelLoadError as exc:
             raise JobError(f"cannot load --gate-against {args.gate_against}: {exc}") from None
         info["gate"] = gate_info

@@ -19,6 +19,12 @@ def bound_http(timeout: float, max_retries: int) -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(max_retries))
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0.2")
+    # MLflow 3's usage telemetry fetches its config from the internet in a thread; when that fails it
+    # removes an environment variable from that thread while a registry request reads os.environ
+    # (retrain's log-batch failed with "exception '_MLFLOW_TELEMETRY_SESSION_ID'"). Nothing here
+    # should phone home anyway; MLFLOW_DISABLE_TELEMETRY=false turns it back on. Read when mlflow is
+    # first imported: call this before that.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 def client_for(tracking_uri: str) -> MlflowClient:

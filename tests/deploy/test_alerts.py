@@ -7,7 +7,7 @@
   (a renamed metric fails here, whichever side was renamed);
 * ``amtool check-config`` on the example Alertmanager config;
 * live: Prometheus (Debian's package, ``make system-deps``) on a free loopback port with
-  rules.yml, scraping every 2 s (rules every 1 s) a healthy gunicorn (bundled model, no registry), one whose
+  rules.yml, scraping every 1 s (rules every 1 s) a healthy gunicorn (bundled model, no registry), one whose
   registry is down at start (it serves the bundled fallback) and a closed port in the same job.
   Through the HTTP API: every rule evaluates without error, the fallback alert is pending or
   firing for that instance only, RideDurationDown for the closed port only, and every PromQL
@@ -198,7 +198,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[dict[str, s
 def prometheus(services: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[str]:
     work = tmp_path_factory.mktemp("prometheus")
     config = {
-        "global": {"scrape_interval": "2s", "scrape_timeout": "2s", "evaluation_interval": "1s"},
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(RULES)],
         "scrape_configs": [{"job_name": "ride-duration", "static_configs": [{"targets": list(services.values())}]}],
     }

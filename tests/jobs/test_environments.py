@@ -5,8 +5,9 @@ A model enters dev from ``train.py --register --alias dev``; ``python -m ride_du
 --from A --to B`` then moves the version at A's alias to B's only through the gate: first promotion
 into an empty alias, a better model replacing the champion, a worse one kept out, a tampered one
 refused by the serving checks, no skipping environments, and "already there" being a no-op.
-Most promotions run the CLI's ``main`` in-process (the same code path, without a new interpreter
-per step); one runs ``python -m ride_duration promote`` as a user would.
+Most steps run the CLI's ``main`` in-process (the same code path, without a new interpreter and its
+``import mlflow`` per step); the first model enters dev through ``train.py`` and one promotion runs
+``python -m ride_duration promote``, as a user would.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from ride_duration import __main__ as cli
 from ride_duration.features import prepare_features
 from ride_duration.jobs import data
 from ride_duration.jobs.environments import ENVIRONMENTS, ORDER, check_step
-from ride_duration.registry import promote
+from ride_duration.registry import aliases, register
 from tests.mlflow_server import MlflowServer
 from tests.support import ROOT
 from tests.synthetic import write_month
@@ -74,6 +75,18 @@ def train_cli(registry: MlflowServer, train: Path, valid: Path) -> tuple[int, st
     return done.returncode, gate[-1]
 
 
+def train_in_process(capsys: pytest.CaptureFixture[str], train: Path, valid: Path) -> tuple[int, str]:
+    """``train.py --register --alias dev`` through its ``main`` in this process."""
+    from ride_duration.jobs import train as train_job
+
+    capsys.readouterr()
+    code = train_job.main(["--train-data", str(train), "--valid-data", str(valid), "--no-bundle", "--register",
+                           "--model-name", NAME, "--alias", "dev"])
+    gate = [line for line in capsys.readouterr().out.splitlines() if line.startswith("gate:")]
+    assert gate, f"no gate line (exit {code})"
+    return code, gate[-1]
+
+
 def promote_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
     """``python -m ride_duration promote ARGS`` in-process; returns the exit code and the gate line."""
     capsys.readouterr()
@@ -84,7 +97,7 @@ def promote_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, st
 
 
 def at(client: t.Any, env: str) -> str | None:
-    return promote.champion_version(client, NAME, ENVIRONMENTS[env])
+    return aliases.champion_version(client, NAME, ENVIRONMENTS[env])
 
 
 def register_by_hand(client: t.Any, train: Path, valid: Path) -> str:
@@ -96,7 +109,7 @@ def register_by_hand(client: t.Any, train: Path, valid: Path) -> str:
     info = {"trained_at": "2026-01-01T00:00:00+00:00", "metrics": {"valid_rmse": 0.0},
             "train_data": {"source": str(train), "rows": len(rides)},
             "valid_data": {"source": str(valid), "rows": len(valid_rides)}, "params": {"model": "LinearRegression"}}
-    version, _ = promote.log_and_register(argparse.Namespace(experiment="env-tests"), NAME, dv, lr, info, valid_rides)
+    version, _ = register.log_and_register(argparse.Namespace(experiment="env-tests"), NAME, dv, lr, info, valid_rides)
     client.set_registered_model_alias(NAME, "dev", version)
     return version
 
@@ -130,7 +143,7 @@ def test_promotion_walks_dev_to_prod_only_through_the_gate(registry, months, cli
     assert [at(client, env) for env in ORDER] == ["1", "1", "1", "1"]
 
     # v2 (good) beats v1 in dev, then in test on the same validation rides.
-    code, line = train_cli(registry, months["good"], months["valid"])
+    code, line = train_in_process(capsys, months["good"], months["valid"])
     assert code == 0 and "v2 to @dev" in line and "< champion v1" in line, line
     code, line = promote_cli(capsys, "--from", "dev", "--to", "test")
     assert code == 0 and "v2 to @test" in line and "< champion v1" in line, line

@@ -13,7 +13,7 @@ import pytest
 
 from ride_duration.__main__ import main
 from ride_duration.errors import ExitCode
-from ride_duration.jobs import retrain, train
+from ride_duration.jobs import months, train
 from tests.conftest import require_real
 from tests.mlflow_server import MlflowServer
 from tests.synthetic import write_month
@@ -65,19 +65,19 @@ def synthetic_dir(tmp_path_factory) -> Path:
 
 
 def test_next_and_previous_month():
-    assert retrain.next_month("2023-01") == "2023-02"
-    assert retrain.next_month("2023-12") == "2024-01"
-    assert retrain.previous_month("2024-01") == "2023-12"
-    assert retrain.previous_month("2024-03") == "2024-02"
+    assert months.next_month("2023-01") == "2023-02"
+    assert months.next_month("2023-12") == "2024-01"
+    assert months.previous_month("2024-01") == "2023-12"
+    assert months.previous_month("2024-03") == "2024-02"
 
 
 def test_latest_is_the_newest_month_with_a_month_after_it(synthetic_dir):
     from ride_duration.config import Settings
 
     settings = Settings(tlc_data_dir=synthetic_dir, tlc_download=False)
-    assert retrain.latest_month(settings) == "2031-01"
-    with pytest.raises(retrain.NoData):
-        retrain.latest_month(Settings(tlc_data_dir=synthetic_dir / "empty", tlc_download=False))
+    assert months.latest_month(settings) == "2031-01"
+    with pytest.raises(months.NoData):
+        months.latest_month(Settings(tlc_data_dir=synthetic_dir / "empty", tlc_download=False))
 
 
 def test_synthetic_challenger_promoted_then_a_worse_one_kept(registry, env, synthetic_dir, tmp_path, capsys):

@@ -1,4 +1,7 @@
-"""``python -m ride_duration score``: streamed batch scoring with the service's model and features."""
+"""``python -m ride_duration score``: streamed batch scoring with the service's model and features.
+
+The scored fixture and ``--model-uri`` run the command as a process; the other cases call its ``main``
+in-process (the same code path, without a new interpreter and its imports per case)."""
 
 from __future__ import annotations
 
@@ -22,6 +25,15 @@ METADATA = json.loads((BUNDLED / "metadata.json").read_text())
 def score(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "ride_duration", "score", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=300, env={"PATH": "/usr/bin:/bin", "LOG_LEVEL": "INFO"})
+
+
+def score_in_process(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """``python -m ride_duration score ARGS`` through its ``main`` here: (exit code, stdout)."""
+    from ride_duration.__main__ import main
+
+    capsys.readouterr()
+    code = main(["score", *args])
+    return code, capsys.readouterr().out
 
 
 def log_lines(result: subprocess.CompletedProcess[str]) -> list[dict]:
@@ -102,27 +114,27 @@ def test_actual_duration_is_dropoff_minus_pickup_in_minutes(generated):
         assert actual == pytest.approx((end - start) / per_minute, abs=1e-9)
 
 
-def test_input_without_a_model_column_fails_without_output(tmp_path):
+def test_input_without_a_model_column_fails_without_output(tmp_path, capsys):
     source, output = tmp_path / "bad.parquet", tmp_path / "out.parquet"
     pq.write_table(pa.table({"PULocationID": [1], "DOLocationID": [2]}), source)
 
-    result = score("--input", str(source), "--output", str(output))
+    code, out = score_in_process(capsys, "--input", str(source), "--output", str(output))
 
-    assert result.returncode == 2
-    assert "trip_distance" in result.stdout
+    assert code == 2
+    assert "trip_distance" in out
     assert list(tmp_path.iterdir()) == [source]
 
 
-def test_rmse_on_the_validation_month_matches_the_model_metadata(tmp_path):
+def test_rmse_on_the_validation_month_matches_the_model_metadata(tmp_path, capsys):
     month = METADATA["valid_data"]["source"].rsplit("_", 1)[-1].removesuffix(".parquet")
     source = real_month(month)
     if source is None:
         pytest.skip(f"real TLC file for {month} not found (set TLC_DATA_DIR; default ../shared/data)")
     output = tmp_path / "predictions.parquet"
 
-    result = score("--input", str(source), "--output", str(output))
+    code, out = score_in_process(capsys, "--input", str(source), "--output", str(output))
 
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert code == 0, out[-3000:]
     table = pq.read_table(output, columns=["actual_duration", "predicted_duration"])
     pairs = [(a, p) for a, p in zip(*(table.column(c).to_pylist() for c in table.column_names), strict=True)
              if a is not None and 1.0 <= a <= 60.0 and p is not None]
@@ -132,16 +144,20 @@ def test_rmse_on_the_validation_month_matches_the_model_metadata(tmp_path):
 
 
 @pytest.mark.slow
-def test_model_uri_scores_with_the_registered_model(tmp_path, synthetic_months, mlflow_server):
-    """``--model-uri`` goes through the service's registry resolve + load + checks."""
+def test_model_uri_scores_with_the_registered_model(tmp_path, synthetic_months, mlflow_server, monkeypatch):
+    """``--model-uri`` goes through the service's registry resolve + load + checks. The model is
+    registered by the training job in this process (``train.py --register``'s ``main``); the scoring is
+    the real CLI process."""
+    from ride_duration.errors import ExitCode
+    from ride_duration.jobs import train as train_job
+
     train, valid = synthetic_months
     output = tmp_path / "predictions.parquet"
     registry = mlflow_server  # the shared server (tests/conftest.py); "cli-test" is this test's model
     env = {"PATH": "/usr/bin:/bin", "MLFLOW_TRACKING_URI": registry.url}
-    trained = subprocess.run([sys.executable, "train.py", "--train-data", str(train), "--valid-data", str(valid),
-                              "--no-bundle", "--register", "--model-name", "cli-test"],
-                             cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
-    assert trained.returncode == 0, trained.stderr[-3000:]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.url)
+    assert train_job.main(["--train-data", str(train), "--valid-data", str(valid), "--no-bundle", "--register",
+                           "--model-name", "cli-test"]) == ExitCode.OK
     result = subprocess.run([sys.executable, "-m", "ride_duration", "score", "--input", str(valid), "--output",
                              str(output), "--model-uri", "models:/cli-test@production"],
                             cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
@@ -153,8 +169,9 @@ def test_model_uri_scores_with_the_registered_model(tmp_path, synthetic_months, 
     assert table.column("predicted_duration").null_count == 0
 
 
-def test_model_uri_without_a_tracking_server_fails_loudly(tmp_path):
-    result = score("--input", str(tmp_path / "x.parquet"), "--output", str(tmp_path / "y.parquet"),
-                   "--model-uri", "models:/x@production")
-    assert result.returncode == 1
-    assert "needs MLFLOW_TRACKING_URI" in result.stdout
+def test_model_uri_without_a_tracking_server_fails_loudly(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    code, out = score_in_process(capsys, "--input", str(tmp_path / "x.parquet"), "--output",
+                                 str(tmp_path / "y.parquet"), "--model-uri", "models:/x@production")
+    assert code == 1
+    assert "needs MLFLOW_TRACKING_URI" in out

@@ -1,8 +1,17 @@
 """``score --engine spark``: the registered MLflow model through ``mlflow.pyfunc.spark_udf`` gives the
 default engine's rows, columns and predictions (to 1e-9), on synthetic rows and on a real month.
 
-One real ``mlflow server`` and one SparkSession (local[2], no UI, loopback) for the module; the model
-is trained and registered by ``train.py --register`` as a user runs it (default feature step).
+The Spark side runs once for the module, as a user runs it: ``.venv/bin/python -m ride_duration score
+--engine spark`` in a subprocess whose PATH finds the system's ``python3`` (no pandas) and without
+PYSPARK_PYTHON, over an existing ``--output`` with ``--overwrite``. Its one input holds the synthetic
+rows that cannot be scored or that the API would refuse (first, in row groups of 1,000) and then every
+row of the real 2021-02 file, as read from it (its own schema and values; skipped without the TLC
+files). One Spark run thus serves the synthetic and the real-month comparisons and the "no activated
+venv" acceptance: each JVM and each Python worker that imports mlflow is a fixed cost of tens of
+seconds on this machine, the rows are not. The default engine scores the same file in-process.
+
+The model is trained and registered by the training job (``train.main --register``, the code path of
+``train.py --register``, default feature step) into the shared real ``mlflow server``.
 """
 
 from __future__ import annotations
@@ -12,13 +21,15 @@ import math
 import os
 import subprocess
 import sys
+import typing as t
 from pathlib import Path
 
 import pytest
 
+from ride_duration.errors import ExitCode
 from ride_duration.jobs import cli, score
 from tests.conftest import require_real
-from tests.synthetic import ROOT, make_rides, write_month
+from tests.synthetic import ROOT, make_rides, real_month, write_month
 
 pytestmark = pytest.mark.slow
 pa = pytest.importorskip("pyarrow")
@@ -28,47 +39,33 @@ pytest.importorskip("pyspark")
 NAME = "spark-test"
 URI = f"models:/{NAME}@production"
 RTOL = 1e-9
+ODD_ROWS = 2300
+REAL = "2021-02"
 
 
 @pytest.fixture(scope="module")
-def spark():
-    from ride_duration.jobs.score_spark import session
-
-    spark = session("local[2]", "ride-duration-tests", {
-        "spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "4", "spark.driver.memory": "1g"})
-    spark.sparkContext.setLogLevel("ERROR")
-    yield spark
-    spark.stop()
-
-
-@pytest.fixture(scope="module")
-def registered(tmp_path_factory, mlflow_server) -> str:
+def registered(tmp_path_factory, mlflow_server) -> t.Iterator[str]:
     """The shared MLflow server (tests/conftest.py) holding ``spark-test`` v1 @production, trained on
     synthetic months."""
+    from ride_duration.jobs import train
+
     base = tmp_path_factory.mktemp("spark-registry")
-    train, valid = write_month(base / "train.parquet", 6000, seed=21), write_month(
+    train_file, valid = write_month(base / "train.parquet", 6000, seed=21), write_month(
         base / "valid.parquet", 3000, seed=22, month="2021-02")
-    registry = mlflow_server
-    env = {**os.environ, "MLFLOW_TRACKING_URI": registry.url}
-    done = subprocess.run([sys.executable, "train.py", "--train-data", str(train), "--valid-data", str(valid),
-                           "--no-bundle", "--register", "--model-name", NAME],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    saved = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = registry.url
-    yield registry.url
-    if saved is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = saved
+    saved = dict(os.environ)
+    os.environ["MLFLOW_TRACKING_URI"] = mlflow_server.url
+    assert train.main(["--train-data", str(train_file), "--valid-data", str(valid), "--no-bundle", "--register",
+                       "--model-name", NAME]) == ExitCode.OK
+    yield mlflow_server.url
+    os.environ.clear()
+    os.environ.update(saved)
 
 
-@pytest.fixture(scope="module")
-def odd_rows(tmp_path_factory) -> Path:
-    """TLC-shaped rows in 3 row groups, with rows that cannot be scored or that the API would refuse."""
+def odd_rows() -> pa.Table:
+    """TLC-shaped rows with rows that cannot be scored or that the API would refuse."""
     import pandas as pd
 
-    frame = make_rides(2300, seed=31, month="2021-02")
+    frame = make_rides(ODD_ROWS, seed=31, month="2021-02")
     frame["PULocationID"] = frame["PULocationID"].astype("Int64")
     frame.loc[5, "PULocationID"] = pd.NA
     frame.loc[17, "trip_distance"] = float("nan")
@@ -76,24 +73,58 @@ def odd_rows(tmp_path_factory) -> Path:
     frame.loc[450, "trip_distance"] = 1234.5       # implausible: flagged by the feature step, API would refuse
     frame.loc[451, "trip_distance"] = 0.0          # zero distance: flagged
     frame.loc[1999, "DOLocationID"] = 1200
-    path = tmp_path_factory.mktemp("odd") / "rides.parquet"
     # microsecond timestamps, as the TLC files have (Spark refuses TIMESTAMP(NANOS) Parquet columns)
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=1000,
-                   coerce_timestamps="us", allow_truncated_timestamps=True)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    return table.cast(pa.schema([pa.field(f.name, pa.timestamp("us")) if pa.types.is_timestamp(f.type) else f
+                                 for f in table.schema]), safe=False)
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> Path:
+    """The odd rows, then (when the file is there) the real month's rows in the real file's schema."""
+    odd = odd_rows()
+    real = real_month(REAL)
+    if real is not None:
+        month = pq.read_table(real)
+        odd = pa.table({f.name: odd.column(f.name).cast(f.type) if f.name in odd.column_names
+                        else pa.nulls(odd.num_rows, f.type) for f in month.schema}, schema=month.schema)
+        odd = pa.concat_tables([odd, month])
+    path = tmp_path_factory.mktemp("spark-input") / "rides.parquet"
+    pq.write_table(odd, path, row_group_size=1000)
     return path
+
+
+@pytest.fixture(scope="module")
+def scored(registered, source, tmp_path_factory) -> tuple[subprocess.CompletedProcess[str], Path, Path]:
+    """``(the Spark CLI run, its output directory, the default engine's output)`` for ``source``.
+
+    An existing non-empty ``--output`` is replaced because ``--overwrite`` is given."""
+    tmp = tmp_path_factory.mktemp("spark-cli")
+    output = tmp / "out.parquet"
+    output.mkdir()
+    (output / "old-part.parquet").write_bytes(b"earlier results")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp), "TMPDIR": str(tmp), "MLFLOW_TRACKING_URI": registered}
+    done = subprocess.run([sys.executable, "-m", "ride_duration", "score", "--engine", "spark", "--master", "local[2]",
+                           "--input", str(source), "--output", str(output), "--overwrite", "--model-uri", URI],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    local = tmp / "local.parquet"
+    assert run_score(source, local, "local") == 0
+    return done, output, local
 
 
 def run_score(source: Path, output: Path, engine: str, **extra) -> int:
     args = argparse.Namespace(input=source, output=output, model_path=None, model_uri=URI, chunk_rows=400,
-                              engine=engine, master=None, **extra)
+                              engine=engine, master="local[1]", **extra)
     return cli.execute(score.run, args, "score")
 
 
-def both_engines(source: Path, tmp_path: Path) -> tuple[pa.Table, pa.Table]:
-    local, spark = tmp_path / "local.parquet", tmp_path / "spark.parquet"
-    assert run_score(source, local, "local") == 0
-    assert run_score(source, spark, "spark") == 0
-    return pq.read_table(local), pq.read_table(spark)
+def both_engines(scored, start: int, stop: int | None = None) -> tuple[pa.Table, pa.Table]:
+    """The default engine's and Spark's rows ``start:stop`` (the CLI run must have succeeded)."""
+    done, output, local = scored
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    local_table, spark_table = pq.read_table(local), pq.read_table(output)
+    stop = local_table.num_rows if stop is None else stop
+    return local_table.slice(start, stop - start), spark_table.slice(start, stop - start)
 
 
 def assert_same(local: pa.Table, spark: pa.Table) -> None:
@@ -111,8 +142,8 @@ def assert_same(local: pa.Table, spark: pa.Table) -> None:
             assert actual == expected, name
 
 
-def test_synthetic_rows_match_the_default_engine(spark, registered, odd_rows, tmp_path):
-    local, spark_out = both_engines(odd_rows, tmp_path)
+def test_synthetic_rows_match_the_default_engine(scored):
+    local, spark_out = both_engines(scored, 0, ODD_ROWS)
 
     assert_same(local, spark_out)
     rows = spark_out.to_pylist()
@@ -123,48 +154,52 @@ def test_synthetic_rows_match_the_default_engine(spark, registered, odd_rows, tm
     assert spark_out.column("predicted_duration").null_count == 3
 
 
-def test_a_real_month_matches_the_default_engine(spark, registered, tmp_path):
-    source = require_real("2021-02")
-    local, spark_out = both_engines(source, tmp_path)
+def test_a_real_month_matches_the_default_engine(scored):
+    month = pq.read_table(require_real(REAL))
+    local, spark_out = both_engines(scored, ODD_ROWS)
 
     assert_same(local, spark_out)
-    assert spark_out.num_rows == pq.ParquetFile(source).metadata.num_rows
-    assert spark_out.column("ride_id").to_pylist() == list(range(spark_out.num_rows))
+    assert spark_out.num_rows == month.num_rows
+    for name in ("lpep_pickup_datetime", "PULocationID", "DOLocationID", "trip_distance"):  # the file's own rows
+        assert spark_out.column(name).to_pylist() == month.column(name).to_pylist(), name
+    assert spark_out.column("ride_id").to_pylist() == list(range(ODD_ROWS, ODD_ROWS + month.num_rows))
 
 
-def test_a_missing_model_column_fails_without_output(spark, registered, tmp_path):
-    source, output = tmp_path / "bad.parquet", tmp_path / "out.parquet"
-    pq.write_table(pa.table({"PULocationID": [1], "DOLocationID": [2]}), source)
-
-    assert run_score(source, output, "spark") == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.parquet"]
-
-
-def test_the_cli_offers_the_engines():
-    out = subprocess.run([sys.executable, "-m", "ride_duration", "score", "--help"], cwd=ROOT, capture_output=True,
-                         text=True, check=True, timeout=60).stdout
-    assert "{local,spark}" in out and "--master" in out
-
-
-def test_the_cli_runs_spark_without_an_activated_venv(tmp_path):
-    """``.venv/bin/python -m ride_duration score --engine spark`` with a PATH whose ``python3`` is the
-    system's (no pandas) and no PYSPARK_PYTHON: local mode gives the workers the CLI's own interpreter.
-    An existing non-empty ``--output`` is replaced because ``--overwrite`` is given."""
-    source = tmp_path / "rides.parquet"
-    pq.write_table(pa.Table.from_pandas(make_rides(500, seed=31), preserve_index=False), source,
-                   coerce_timestamps="us", allow_truncated_timestamps=True)  # Spark refuses nanoseconds
-    output = tmp_path / "out.parquet"
-    output.mkdir()
-    (output / "old-part.parquet").write_bytes(b"earlier results")
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TMPDIR": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-m", "ride_duration", "score", "--engine", "spark", "--master", "local[1]",
-                           "--input", str(source), "--output", str(output), "--overwrite"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-
+def test_the_cli_runs_spark_without_an_activated_venv(scored, source):
+    """The module's Spark run: ``.venv/bin/python -m ride_duration score --engine spark`` with a PATH whose
+    ``python3`` is the system's (no pandas) and no PYSPARK_PYTHON: local mode gives the workers the CLI's
+    own interpreter. An existing non-empty ``--output`` is replaced because ``--overwrite`` is given."""
+    done, output, _ = scored
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert not (output / "old-part.parquet").exists()
     table = pq.read_table(output)
-    assert table.num_rows == 500 and table.column("predicted_duration").null_count == 0
+    assert table.num_rows == pq.ParquetFile(source).metadata.num_rows
+    assert table.column("ride_id").to_pylist() == list(range(table.num_rows))
+    assert table.column("predicted_duration").null_count == 3  # the three odd rows that cannot be scored
+
+
+def test_a_missing_model_column_fails_without_output(registered, tmp_path):
+    """In-process, on a local[1] session (no UI) that ``score`` finds active: refused while planning."""
+    from ride_duration.jobs.score_spark import session
+
+    source, output = tmp_path / "bad.parquet", tmp_path / "out.parquet"
+    pq.write_table(pa.table({"PULocationID": [1], "DOLocationID": [2]}), source)
+    spark = session("local[1]", "ride-duration-tests", {"spark.ui.enabled": "false", "spark.driver.memory": "1g"})
+    try:
+        assert run_score(source, output, "spark") == 2
+    finally:
+        spark.stop()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.parquet"]
+
+
+def test_the_cli_offers_the_engines(capsys):
+    from ride_duration.__main__ import main
+
+    with pytest.raises(SystemExit) as exc:  # python -m ride_duration's main, in-process
+        main(["score", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "{local,spark}" in out and "--master" in out
 
 
 def test_the_row_checks_reach_a_worker_that_loaded_the_model_first(tmp_path):

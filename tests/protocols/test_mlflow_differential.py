@@ -167,7 +167,7 @@ REGISTER = """
 import argparse, pickle, sys
 import mlflow
 from ride_duration.jobs import data
-from ride_duration.registry import promote
+from ride_duration.registry import register
 from tests.synthetic import write_month
 bundled, tmp, name = sys.argv[1:]
 dv, lr = pickle.load(open(bundled, "rb"))
@@ -178,7 +178,7 @@ info = {"metrics": {"valid_rmse": 1.0}, "params": {"model": type(lr).__name__}, 
         "valid_data": source,  # the bundle's own feature step, from the metadata.json beside it
         "feature_step": __import__("json").loads(__import__("pathlib").Path(bundled).with_name("metadata.json")
                                                  .read_text()).get("feature_step")}
-promote.log_and_register(argparse.Namespace(experiment="differential"), name, dv, lr, info, rides)
+register.log_and_register(argparse.Namespace(experiment="differential"), name, dv, lr, info, rides)
 """
 
 

@@ -2,7 +2,8 @@
 (gcp-storage-emulator), both on loopback, behind a real ``mlflow server``.
 
 Proxied (the default, ``--artifacts-destination s3://…`` / ``gs://…``): ``train.py --register``
-uploads through the tracking server, the objects land in the bucket, and the service, with
+(its ``main``, run in this process: the upload is the test, not the command line) uploads through
+the tracking server, the objects land in the bucket, and the service, with
 only ``MLFLOW_TRACKING_URI`` and no cloud SDK importable (boto3, botocore and google.cloud are
 blocked in its interpreter), serves that version with the predictions of the bucket's own skops file.
 
@@ -21,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.mlflow_server import MlflowServer
-from tests.registry.test_registry import Service, train_cli
+from tests.registry.test_registry import Service, train_here
 from tests.support import Server, free_port, http, post_json
 from tests.synthetic import write_month
 
@@ -113,7 +114,7 @@ def bucket_predictions(blob: bytes) -> list[float]:
 def test_s3_proxied_train_register_serve_without_boto3(s3, months, no_cloud_sdk, tmp_path):
     env = {"MLFLOW_S3_ENDPOINT_URL": s3.endpoint, **AWS_ENV}
     with MlflowServer(tmp_path / "mlflow", artifacts=f"s3://{BUCKET}/proxied", env=env) as registry:
-        code, gate = train_cli(registry, "s3-proxied", *months)
+        code, gate = train_here(registry, "s3-proxied", *months)
         assert code == 0, gate
         keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="proxied/").get("Contents", [])]
         models = [k for k in keys if k.endswith("/model.skops")]
@@ -132,7 +133,7 @@ def test_gcs_proxied_train_register_serve_without_google_cloud(gcs, months, no_c
 
     env = {"STORAGE_EMULATOR_HOST": gcs}
     with MlflowServer(tmp_path / "mlflow", artifacts=f"gs://{BUCKET}/proxied", env=env) as registry:
-        code, gate = train_cli(registry, "gcs-proxied", *months)
+        code, gate = train_here(registry, "gcs-proxied", *months)
         assert code == 0, gate
         client = storage.Client(project="test", credentials=AnonymousCredentials(),
                                 client_options={"api_endpoint": gcs})
@@ -153,7 +154,7 @@ def test_direct_s3_uris_need_boto3_and_the_service_says_so(s3, months, no_cloud_
         monkeypatch.setenv(name, value)
     with MlflowServer(tmp_path / "mlflow", artifacts=f"s3://{BUCKET}/direct", serve_artifacts=False,
                       env=env) as registry:
-        code, gate = train_cli(registry, "s3-direct", *months)
+        code, gate = train_here(registry, "s3-direct", *months)
         assert code == 0, gate
         assert any(o["Key"].endswith("/model.skops") for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="direct/")
                    ["Contents"])

@@ -1,13 +1,15 @@
-"""The MLflow registry end to end: a real ``mlflow server`` (sqlite + local artifacts, one per
-module) and the real service under gunicorn. No MLflow mocks.
+"""The MLflow registry end to end: a real ``mlflow server`` (sqlite + local artifacts: the one this
+pytest process shares, tests/conftest.py; every test its own model names) and the real service
+under gunicorn. No MLflow mocks.
 
 train → register → gate → promote → serve; promote v2 while a client loop runs (zero failed
 requests, every worker converges); a gate that refuses a worse candidate; a broken model set
 behind the gate's back (rejected, the old version keeps serving, not retried every poll);
 roll-back by moving the alias; a registry outage (keeps serving; a new service falls back to
 the bundled model within 5 s, or refuses with MODEL_FALLBACK=false; all pick the registry up
-again); every URI form; the same predictions as the bundled file for the same weights; and the
-logged model served by ``mlflow.pyfunc`` and ``mlflow models serve`` from raw ride columns.
+again; the registry is taken off the network by the relay in front of it, ``Unpluggable``); every
+URI form; the same predictions as the bundled file for the same weights; and the logged model
+served by ``mlflow.pyfunc`` and ``mlflow models serve`` from raw ride columns.
 
 Real TLC files are used when present (``TLC_DATA_DIR``, default ``../shared/data``): v2 trains
 on 2022-01. Otherwise small synthetic months stand in.
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
+import io
 import json
 import os
 import pickle
@@ -41,9 +45,10 @@ from ride_duration.features import prepare_features
 from ride_duration.jobs import data
 from ride_duration.model.loading import load_file
 from ride_duration.model.predictor import GOLDEN_RIDES, sample_rides
-from ride_duration.registry import promote
+from ride_duration.registry import aliases
+from ride_duration.registry.register import log_and_register
 from ride_duration.startup import get_holder
-from tests.mlflow_server import MlflowServer
+from tests.mlflow_server import MlflowServer, Unpluggable
 from tests.support import ROOT, Server, free_port, http, post_json, wait_until
 from tests.synthetic import real_month, write_month
 
@@ -52,10 +57,11 @@ pytestmark = pytest.mark.slow
 BUNDLED = ROOT / "model" / "lin_reg.bin"
 RIDE = {"PULocationID": 43, "DOLocationID": 151, "trip_distance": 1.01}
 POLL = 1.0
-FALLBACK_LIMIT_S = 20.0
+FALLBACK_LIMIT_S = 60.0
 """A liveness bound, not a timing claim: MLflow's own retries would take ~246 s to give up on a
 registry that is down; the bounded start-up takes ~2.5-4 s on a quiet box (most of it imports),
-so 20 s separates the two even on a loaded 2-core machine."""
+but 26 s was seen at load average 14 on the shared 2-core box (20 s failed there), so 60 s
+separates the two with room on both sides."""
 
 
 STARTUP_LIMIT_S = 120.0
@@ -74,12 +80,11 @@ class Service(Server):
 
 # ---- fixtures and helpers ------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[MlflowServer]:
-    server = MlflowServer(tmp_path_factory.mktemp("mlflow"))
-    server.start()
-    yield server
-    server.stop()
+@pytest.fixture
+def registry(mlflow_server: MlflowServer) -> MlflowServer:
+    """This pytest process's shared ``mlflow server`` (tests/conftest.py): a start-up costs ~13 CPU s.
+    Model names are per test, so the tests stay independent of each other and of their order."""
+    return mlflow_server
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +133,31 @@ def train_cli(registry: MlflowServer, name: str, train: Path, valid: Path, *extr
     return done.returncode, gate[-1]
 
 
+def train_here(registry: MlflowServer, name: str, train: Path, valid: Path, *extra: str) -> tuple[int, str]:
+    """``train.py --register``'s own ``main`` in this process; returns the exit code and the ``gate:`` line.
+
+    The same job as :func:`train_cli` minus a new interpreter importing mlflow, scikit-learn and skops
+    (~8 CPU s), for tests about what lands in the registry rather than about the command line."""
+    from ride_duration.jobs import train as train_job
+
+    saved = dict(os.environ)  # the job sets MLFLOW_HTTP_REQUEST_*: services started later must not inherit them
+    os.environ["MLFLOW_TRACKING_URI"] = registry.url
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            code = train_job.main(["--train-data", str(train), "--valid-data", str(valid), "--no-bundle",
+                                   "--register", "--model-name", name, *extra])
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    gate = [line for line in out.getvalue().splitlines() if line.startswith("gate:")]
+    assert gate, f"no gate line (exit {code}):\n{out.getvalue()[-2000:]}"
+    return code, gate[-1]
+
+
+@functools.cache
 def fit(path: Path) -> tuple[DictVectorizer, LinearRegression, pd.DataFrame]:
+    """The course's pair fitted on ``path`` (once per process: callers never change what it returns)."""
     rides = data.read_rides(str(path))
     dv = DictVectorizer()
     lr = LinearRegression().fit(dv.fit_transform(prepare_features(rides.to_dict("records"))), rides["duration"])
@@ -146,14 +175,14 @@ def register(name: str, dv: t.Any, lr: t.Any, valid: Path, alias: bool = True,
     info = {"trained_at": "2026-01-01T00:00:00+00:00", "metrics": {"valid_rmse": 1.0},
             "train_data": {"source": str(valid), "rows": len(rides)}, "valid_data": {"source": str(valid), "rows": 500},
             "params": {"model": type(lr).__name__}, "feature_step": step}
-    version, run_id = promote.log_and_register(argparse.Namespace(experiment="registry-tests"), name, dv, lr,
-                                               info, rides)
+    version, run_id = log_and_register(argparse.Namespace(experiment="registry-tests"), name, dv, lr,
+                                       info, rides)
     if alias:
         mlflow.MlflowClient().set_registered_model_alias(name, "production", version)
     return version, run_id
 
 
-def service_env(registry: MlflowServer, name: str, **extra: str) -> dict[str, str]:
+def service_env(registry: MlflowServer | Unpluggable, name: str, **extra: str) -> dict[str, str]:
     return {"MLFLOW_TRACKING_URI": registry.url, "MODEL_NAME": name, "MODEL_POLL_SECONDS": str(POLL), **extra}
 
 
@@ -207,7 +236,13 @@ def wait_converged(server: Server, version: str, timeout: float = 30.0) -> None:
 
 
 class ClientLoop:
-    """Threads posting one ride after another; records ``(status, model_version)`` per request."""
+    """Threads posting one ride after another; records ``(status, model_version)`` per request.
+
+    Each thread pauses ``PAUSE`` s between requests: steady concurrent traffic (up to ~60 requests/s
+    with two threads) whose CPU cost (both ends) does not grow with how long a loaded box makes a
+    test last; unpaced, the loop cost the live-swap test ~55 CPU s of its ~95."""
+
+    PAUSE = 0.03
 
     def __init__(self, url: str, threads: int = 2) -> None:
         self.url = url + "/predict"
@@ -225,7 +260,7 @@ class ClientLoop:
                 result = (0, f"{type(exc).__name__}: {exc}")
             with self._lock:
                 self.results.append(result)
-            self._stop.wait(0.005)  # steady traffic without starving a 2-core box
+            self._stop.wait(self.PAUSE)
 
     def start(self) -> ClientLoop:
         for thread in self._threads:
@@ -263,14 +298,19 @@ def broken_pair(dv: DictVectorizer, lr: LinearRegression) -> tuple[DictVectorize
 def test_promote_v2_swaps_live_gate_rejects_worse_broken_model_rejected_and_roll_back(
         registry: MlflowServer, months: dict[str, Path], mlflow_client: t.Any, tmp_path: Path) -> None:
     name = "live"
+    # the first version as a user makes it (train.py in its own process); the later ones through the
+    # same main in this process (train_here): the command line is not what they are about
     code, gate = train_cli(registry, name, months["weak"], months["valid"], "--legacy-stage")
     assert code == ExitCode.OK, gate
     assert gate.startswith(f"gate: promoted {name} v1 to @production and stage Production"), gate
     v1 = mlflow_client.get_model_version_by_alias(name, "production")
     assert (v1.version, v1.current_stage, v1.tags["gate"]) == ("1", "Production", "promoted")
 
-    # workers are recycled every few hundred requests: replacements must not bring back v1
-    recycle = {"GUNICORN_CMD_ARGS": "--max-requests 400 --max-requests-jitter 50"}
+    # workers are recycled every hundred-odd requests (a few seconds of the loop): replacements must
+    # not bring back v1
+    # (--graceful-timeout: a worker forked a moment before the final SIGTERM misses it, gunicorn's
+    # fork-to-init_signals window, and the master waits this long for it; 30 s by default)
+    recycle = {"GUNICORN_CMD_ARGS": "--max-requests 150 --max-requests-jitter 30 --graceful-timeout 5"}
     with Service(env=service_env(registry, name, **recycle), workers=2, log_path=tmp_path / "service.log") as svc:
         status, ready = get_json(svc.url + "/ready")
         assert (status, ready["source"], ready["model_version"]) == (200, "registry", "live-v1"), ready
@@ -282,7 +322,7 @@ def test_promote_v2_swaps_live_gate_rejects_worse_broken_model_rejected_and_roll
 
         loop = ClientLoop(svc.url).start()
         try:
-            code, gate = train_cli(registry, name, months["v2"], months["valid"], "--legacy-stage")
+            code, gate = train_here(registry, name, months["v2"], months["valid"], "--legacy-stage")
             assert code == ExitCode.OK, gate
             assert "v2 to @production" in gate and "< champion v1" in gate, gate
             stages = [mlflow_client.get_model_version(name, v).current_stage for v in ("1", "2")]
@@ -292,7 +332,7 @@ def test_promote_v2_swaps_live_gate_rejects_worse_broken_model_rejected_and_roll
             swapped_at = len(loop.results)
 
             # a worse candidate: the gate keeps the champion, tags the candidate and exits 3
-            code, gate = train_cli(registry, name, months["weak"], months["valid"])
+            code, gate = train_here(registry, name, months["weak"], months["valid"])
             assert code == ExitCode.KEPT_CHAMPION, gate
             assert "kept champion" in gate and "v3 rejected" in gate, gate
             v3 = mlflow_client.get_model_version(name, "3")
@@ -312,7 +352,8 @@ def test_promote_v2_swaps_live_gate_rejects_worse_broken_model_rejected_and_roll
             pids = [r["pid"] for r in rejected]
             assert len(pids) == len(set(pids)), f"a worker retried the rejected version: {pids}"
             loop.wait_for("live-v2", n=50)
-            assert set(worker_versions(svc).values()) == {"live-v2"}
+            # polled: a worker recycled this instant is listed (/proc) before it logs its hand-off swap
+            wait_converged(svc, "live-v2")
 
             # roll-back: move the alias back
             mlflow_client.set_registered_model_alias(name, "production", "1")
@@ -337,21 +378,22 @@ def test_registry_outage_keeps_serving_falls_back_within_5s_and_recovers(
     dv, lr, _ = fit(months["weak"])
     register(name, dv, lr, months["valid"])
     down = strict = None
-    with Service(env=service_env(registry, name), workers=2, log_path=tmp_path / "live.log") as live:
+    link = Unpluggable(registry.port).plug()  # the services reach the registry only through this
+    with Service(env=service_env(link, name), workers=2, log_path=tmp_path / "live.log") as live:
         live.wait("/ready")
         loops = [ClientLoop(live.url).start()]
         try:
             loops[0].wait_for("outage-v1", n=20)
-            registry.stop()
+            link.unplug()  # the registry is gone: its port refuses connections, open ones are reset
             wait_until(lambda: any(not r["ok"] for r in log_events(live, "registry_checked")), 10,
                        "a failed registry check")
             loops[0].wait_for("outage-v1", n=100)
             loops[0].stop()  # keep the box quiet while the fallback is timed
 
             # a new service while the registry is down: bundled model, ready within 5 s
-            down = Server(env=service_env(registry, name), workers=2, log_path=tmp_path / "down.log")
+            down = Server(env=service_env(link, name), workers=2, log_path=tmp_path / "down.log")
             started = time.monotonic()
-            down.start(wait_for="/ready", timeout=30)
+            down.start(wait_for="/ready", timeout=STARTUP_LIMIT_S)
             elapsed = time.monotonic() - started
             print(f"\nregistry down at start: ready on the bundled model {elapsed:.2f} s after exec")
             assert elapsed <= FALLBACK_LIMIT_S, f"ready after {elapsed:.2f}s, limit {FALLBACK_LIMIT_S}s"
@@ -359,7 +401,7 @@ def test_registry_outage_keeps_serving_falls_back_within_5s_and_recovers(
             assert ready["source"] == "bundled" and "registry unavailable" in ready["fallback_reason"], ready
 
             # MODEL_FALLBACK=false: alive, not ready, no predictions
-            strict = Server(env=service_env(registry, name, MODEL_FALLBACK="false"), workers=1,
+            strict = Server(env=service_env(link, name, MODEL_FALLBACK="false"), workers=1,
                             log_path=tmp_path / "strict.log").start(timeout=STARTUP_LIMIT_S)
             status, body = get_json(strict.url + "/ready")
             assert status == 503 and "registry unavailable" in body["reason"], body
@@ -367,7 +409,7 @@ def test_registry_outage_keeps_serving_falls_back_within_5s_and_recovers(
 
             # the registry comes back with a new version: everyone picks it up, under load
             loops.append(ClientLoop(live.url).start())
-            registry.start()
+            link.plug()
             dv2, lr2, _ = fit(months["v2"])
             assert register(name, dv2, lr2, months["valid"])[0] == "2"
             loops[1].wait_for("outage-v2")
@@ -383,8 +425,7 @@ def test_registry_outage_keeps_serving_falls_back_within_5s_and_recovers(
             for server in (down, strict):
                 if server is not None:
                     server.stop()
-            if not registry.running:
-                registry.start()
+            link.unplug()
     results = [r for loop in loops for r in loop.results]
     failures = [r for r in results if r[0] != 200]
     assert failures == [], f"{len(failures)} of {len(results)} requests failed: {failures[:5]}"
@@ -396,7 +437,7 @@ def test_every_uri_form_serves_the_bundled_weights_with_identical_predictions(
     name = "same"
     dv, lr = pickle.loads(BUNDLED.read_bytes())
     version, run_id = register(name, dv, lr, months["valid"], alias=False, step=load_file(BUNDLED).step.to_dict())
-    promote.promote(mlflow_client, name, version, "production", legacy_stage=True)
+    aliases.move(mlflow_client, name, version, "production", legacy_stage=True)
     bundled = load_file(BUNDLED)
     rides = list(GOLDEN_RIDES) + sample_rides(t.cast(t.Any, bundled.fast), 300)
     for uri in (f"models:/{name}@production", f"models:/{name}/Production", f"models:/{name}/{version}",
