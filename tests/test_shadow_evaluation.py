@@ -25,6 +25,7 @@ from ride_duration.__main__ import main
 from ride_duration.errors import ExitCode
 from ride_duration.features import prepare_features
 from ride_duration.jobs import data
+from ride_duration.registry import shadow_evidence
 from tests.support import http, post_json, running, wait_until
 from tests.synthetic import make_rides, write_month
 
@@ -38,7 +39,7 @@ def register(name: str, month: Path, alias: str) -> str:
     """Train on ``month`` and register the version as ``promote`` logs it (skops, signed when configured)."""
     import mlflow
 
-    from ride_duration.registry import promote
+    from ride_duration.registry.register import log_and_register
 
     rides = data.read_rides(str(month))
     dv = DictVectorizer()
@@ -48,8 +49,8 @@ def register(name: str, month: Path, alias: str) -> str:
             "train_data": {"source": str(month), "rows": len(rides)},
             "valid_data": {"source": str(month), "rows": 500}, "params": {"model": "LinearRegression"},
             "feature_step": None}
-    version, _ = promote.log_and_register(argparse.Namespace(experiment="shadow-evaluation"), name, dv, lr, info,
-                                          rides.head(500))
+    version, _ = log_and_register(argparse.Namespace(experiment="shadow-evaluation"), name, dv, lr, info,
+                                  rides.head(500))
     mlflow.MlflowClient().set_registered_model_alias(name, alias, version)
     return version
 
@@ -116,5 +117,10 @@ def test_evaluate_gives_each_version_the_rmse_of_scoring_the_rides_directly(vers
     assert abs(direct_rmse[v1] - direct_rmse[v2]) > 0.1  # two different models: a mix-up of versions would show
     [pair] = report["comparisons"]
     assert (pair["champion"], pair["challenger"], pair["n"]) == (label[v1], label[v2], int(inside.sum()))
+    # the promotion gate reads this report as it is (the same labels, the same numbers)
+    [evidence] = shadow_evidence.read_report(out / "report.json").comparisons
+    assert evidence.champion == shadow_evidence.label(name, v1)
+    assert evidence.challenger == shadow_evidence.label(name, v2)
+    assert evidence.challenger_rmse == pytest.approx(direct_rmse[v2], abs=1e-6)
     assert report["rides"]["predicted"] == RIDES
     assert report["rides"]["outside_filter"] == int((~inside).sum())
