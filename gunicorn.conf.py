@@ -17,6 +17,7 @@ cooperative), so this file patches at its top when the worker class in effect is
 import os
 import shlex
 import shutil
+import signal
 import sys
 import tempfile
 
@@ -102,7 +103,16 @@ control_socket_disable = True
 
 
 def post_fork(server, worker):
-    """Run the app's per-worker start-up callbacks (threads do not survive fork)."""
+    """Run the app's per-worker start-up callbacks (threads do not survive fork).
+
+    First, a stop signal must end a worker that is still starting: until gunicorn's
+    ``init_signals`` (after this hook) the worker has the master's inherited handler, which only
+    queues the signal for a master that is not there. The signal was lost, the new worker served
+    on and the master waited its whole ``graceful_timeout`` for it (a pod stopped just after a
+    worker was recycled took 30 s). A worker that serves nothing yet has nothing to drain.
+    """
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_DFL)
     app = worker.app.wsgi()  # preloaded: the master's app object, inherited by the fork
     for callback in getattr(app, "extensions", {}).get("post_fork", []):
         callback()
