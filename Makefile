@@ -25,8 +25,11 @@ STRICT_SKIPS ?= 1
 # pytest-xdist: most tests wait on servers (gunicorn, MLflow, a broker), not on the CPU, so one
 # more worker than the 2 cores of the project's machine. Tests sharing a module fixture stay on one
 # worker (conftest.py's xdist groups). PYTEST_WORKERS=0: one process, as before.
+# --dist loadfile, not loadgroup: pytest-xdist 3.8.0 marks a group by setting item._nodeid, which
+# pytest 9 no longer reads (nodeid comes from item._id), so under loadgroup every test was its own
+# unit and each worker that got part of a module started that module's gunicorn/MLflow/Spark again.
 PYTEST_WORKERS ?= 3
-XDIST_ARGS ?= -n $(PYTEST_WORKERS) --dist loadgroup
+XDIST_ARGS ?= -n $(PYTEST_WORKERS) --dist loadfile
 
 export PIPENV_VENV_IN_PROJECT := 1
 export PIPENV_IGNORE_VIRTUALENVS := 1
