@@ -23,8 +23,8 @@ COV_ARGS ?= --cov --cov-report=term --cov-report=xml:$(REPORTS)/coverage.xml
 # without the TLC files or chromium can say STRICT_SKIPS=0 (the skips then pass, with their reasons).
 STRICT_SKIPS ?= 1
 # pytest-xdist: most tests wait on servers (gunicorn, MLflow, a broker), not on the CPU, so one
-# more worker than the 2 cores of the project's machine. Tests sharing a module fixture stay on one
-# worker (conftest.py's xdist groups). PYTEST_WORKERS=0: one process, as before.
+# more worker than the 2 cores of the project's machine. Each test module runs whole on one
+# worker, so its module fixtures start once. PYTEST_WORKERS=0: one process, as before.
 # --dist loadfile, not loadgroup: pytest-xdist 3.8.0 marks a group by setting item._nodeid, which
 # pytest 9 no longer reads (nodeid comes from item._id), so under loadgroup every test was its own
 # unit and each worker that got part of a module started that module's gunicorn/MLflow/Spark again.
