@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import sys
+import typing as t
 
 import pytest
 
@@ -52,9 +53,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if item.get_closest_marker("xdist_group") is None and _shares_a_fixture(item):
             item.add_marker(pytest.mark.xdist_group(_module(item)))
     # the longest work units first, each kept whole (its module fixtures start once) and in its own
-    # order; every xdist worker reads the same cache, so all collect the same order
-    cache = getattr(config, "cache", None)
-    known: dict[str, float] = (cache.get(DURATIONS_KEY, {}) if cache is not None else {}) or {}
+    # order; xdist workers get the durations the controller read, so all collect the same order
+    known = _known_durations(config)
     cost: dict[str, float] = {}
     first: dict[str, int] = {}
     for index, item in enumerate(items):
@@ -83,6 +83,19 @@ def _tag_groups(items: list[pytest.Item]) -> None:
         unit = _unit(item)
         if unit.startswith("@") and hasattr(item, "_id") and not item.nodeid.endswith(unit):
             item._id = NodeId.parse(item.nodeid + unit)
+
+
+def _known_durations(config: pytest.Config) -> dict[str, float]:
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        return workerinput.get(DURATIONS_KEY) or {}
+    cache = getattr(config, "cache", None)
+    return (cache.get(DURATIONS_KEY, {}) if cache is not None else {}) or {}
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: the controller hands each worker the same durations
+def pytest_configure_node(node: t.Any) -> None:
+    node.workerinput[DURATIONS_KEY] = _known_durations(node.config)
 
 
 def _unit(item: pytest.Item) -> str:

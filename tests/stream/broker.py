@@ -176,7 +176,9 @@ class StreamProcess:
                             out.append(record)
         return out
 
-    def wait_event(self, event: str, timeout: float = 30.0, count: int = 1) -> list[dict[str, t.Any]]:
+    def wait_event(self, event: str, timeout: float = STARTUP_BOUND, count: int = 1) -> list[dict[str, t.Any]]:
+        """The first ``count`` records of ``event``; ``timeout`` is a liveness bound that includes the
+        process's start-up (its imports alone took over 30 s on the loaded box)."""
         deadline = time.monotonic() + timeout
         while len(found := self.events(event)) < count:
             assert self.proc is not None

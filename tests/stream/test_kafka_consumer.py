@@ -175,7 +175,7 @@ def test_sigkill_in_a_consumer_group_loses_no_ride(broker, reference, tmp_path):
         reader.until(lambda r: want <= {m["ride_id"] for m in r.json()}, 90, "every ride after the restart")
         # b may have done it all while the restarted member was still importing: a SIGTERM before its
         # handlers exist kills it (-15), which says nothing about the consumer
-        a.wait_event("stream_started", timeout=60)
+        a.wait_event("stream_started")
         assert a.terminate() == 0
         assert b.terminate() == 0
     finally:
@@ -206,7 +206,7 @@ def test_undelivered_outputs_are_never_committed(broker, tmp_path):
                                               "--dead-letter", broker.url(names[2]), "--group", "nosink"],
                          env={"STREAM_DELIVERY_TIMEOUT_MS": "1500"}).start()
     try:
-        failures = proc.wait_event("delivery_failed", timeout=40, count=2)
+        failures = proc.wait_event("delivery_failed", count=2)
         assert "not committing" in failures[0]["message"]
         assert proc.events("broker_unavailable")
         assert proc.terminate() == 1  # stopped while the outputs were still refused
@@ -221,7 +221,7 @@ def test_a_consumer_waits_for_its_broker_without_spinning(tmp_path, reference):
     names = ("late-rides", "late-predictions", "late-dead")
     proc = consumer(late, tmp_path, names, "late").start()
     try:
-        proc.wait_event("broker_unavailable", timeout=30)
+        proc.wait_event("broker_unavailable")
         # "not spinning", measured against a process that does spin, side by side on this (shared,
         # maybe loaded) box: the window ends when the spinner has burnt one CPU second, not after
         # some wall time; a waiting consumer uses a small fraction of what the spinner got
