@@ -16,6 +16,18 @@ BUNDLED = ROOT / "model"
 REFERENCE_RIDE = {"PULocationID": 10, "DOLocationID": 50, "trip_distance": 40}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _restore_environ_after_module():
+    """The same for a module's own module-scoped fixtures (set up before any test's snapshot):
+    one that registers models in-process (``mlflow.set_tracking_uri``) left MLFLOW_TRACKING_URI
+    to every later module on its xdist worker, whose services and in-process jobs then followed
+    that registry instead of the bundled model. Autouse: set up before the module's other fixtures."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.fixture(autouse=True)
 def _restore_environ():
     """Each test starts from the environment the previous one started from.
