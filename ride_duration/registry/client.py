@@ -25,6 +25,10 @@ def bound_http(timeout: float, max_retries: int) -> None:
     # should phone home anyway; MLFLOW_DISABLE_TELEMETRY=false turns it back on. Read when mlflow is
     # first imported: call this before that.
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # MLflow's artifact download progress bar (tqdm, on stderr, no newline) ran into the next JSON log
+    # line of a worker that had just fetched a version, so that line was no longer JSON for a log
+    # pipeline. MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=true turns it back on.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def client_for(tracking_uri: str) -> MlflowClient:

@@ -222,6 +222,10 @@ def test_signed_versions_swap_in_unsigned_and_mis_signed_ones_are_refused(
             results = loop.stop()
     assert loop.failures() == [], f"{len(loop.failures())} of {len(results)} requests failed: {loop.failures()[:5]}"
     assert {v for _, v in results} == {f"{name}-v1", f"{name}-v{good}"}
+    # four versions fetched by two workers, and every line of the service's log is still one JSON
+    # object (MLflow's download progress bar, unterminated on stderr, used to run into the next one)
+    lines = [line for line in svc.log_text().splitlines() if line.strip()]
+    assert all(line.startswith("{") for line in lines), [line[:120] for line in lines if not line.startswith("{")][:3]
 
 
 def test_train_register_puts_no_pickle_in_the_registry(
