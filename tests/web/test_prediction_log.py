@@ -25,10 +25,15 @@ FIELDS = {"time", "request_id", "endpoint", "role", "ride_id", "model_version", 
 
 
 def records(directory: Path) -> list[dict]:
-    lines = []
-    for path in sorted(directory.glob("*.jsonl*")):
-        lines += [json.loads(line) for line in path.read_text().splitlines()]
-    return lines
+    """Every line of the directory's files; read again when a file rotates between the listing and the read
+    (it is renamed to ``.1`` by then: seen once as a FileNotFoundError in a full run)."""
+    for _ in range(100):
+        try:
+            return [json.loads(line) for path in sorted(directory.glob("*.jsonl*"))
+                    for line in path.read_text().splitlines()]
+        except FileNotFoundError:
+            continue
+    raise AssertionError(f"{directory}: files kept vanishing between listing and reading")
 
 
 def counter(text: str, outcome: str) -> float:
