@@ -9,6 +9,7 @@ a failing or stuck shadow never fails or holds an answer.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -125,6 +126,21 @@ def test_a_shadow_that_raises_on_every_ride_fails_no_answer(setup):
     assert "shadow model failed" in log and "tests/shadow_models.py" not in log
 
 
+def every_worker_shadows(srv, version: str) -> bool:
+    """Each live worker's latest shadow swap (its JSON log) is to ``version``. Asking /ready a few times
+    is not enough: gevent workers do not balance accepts, so every answer may come from one worker
+    while the other still shadows with the previous version (a full run saw exactly that)."""
+    latest: dict[int, str] = {}
+    for line in srv.log_text().splitlines():
+        if line.startswith("{") and '"role":"shadow"' in line:
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if record.get("role") == "shadow" and record.get("model_version"):
+                    latest[record["pid"]] = record["model_version"]
+    workers = srv.worker_pids()
+    return bool(workers) and all(latest.get(pid) == version for pid in workers)
+
+
 def test_a_stuck_shadow_holds_no_answer(setup, tmp_path):
     """v3 blocks on poisoned rides until the gate opens: every answer comes back while it is stuck
     (ordering, not timing: no v3 shadow result exists until the test opens the gate)."""
@@ -133,8 +149,7 @@ def test_a_stuck_shadow_holds_no_answer(setup, tmp_path):
     url, name = setup["srv"].url, setup["name"]
     gate = tmp_path / "gate"
     v3 = f"{name}-v{shadow_models.register(name, shadow_models.shifted(2.0, 'block', gate), alias='challenger')}"
-    wait_until(lambda: all(json.loads(http("GET", url + "/ready")[2])["shadow"]["model_version"] == v3
-                           for _ in range(6)), 60, "every worker to follow @challenger to v3")
+    wait_until(lambda: every_worker_shadows(setup["srv"], v3), 60, "every worker to follow @challenger to v3")
     pair = {"served_version": setup["v1"], "shadow_version": v3}
     for i in range(20):
         status, _, body = post_json(url + "/predict", {**RIDE, "trip_distance": POISON, "ride_id": f"stuck{i}"},
@@ -146,8 +161,8 @@ def test_a_stuck_shadow_holds_no_answer(setup, tmp_path):
     wait_until(lambda: metric(url, "ride_duration_shadow_rides_total", **pair) >= 20, 60,
                "the stuck shadow to score the 20 rides once released")
     mlflow.MlflowClient().set_registered_model_alias(name, "challenger", setup["v2"].rsplit("-v", 1)[1])
-    wait_until(lambda: all(json.loads(http("GET", url + "/ready")[2])["shadow"]["model_version"] == setup["v2"]
-                           for _ in range(6)), 60, "every worker back on v2 (the module's other tests expect it)")
+    wait_until(lambda: every_worker_shadows(setup["srv"], setup["v2"]), 60,
+               "every worker back on v2 (the module's other tests expect it)")
 
 
 def test_a_full_queue_drops_and_counts_without_waiting():
