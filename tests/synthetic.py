@@ -56,3 +56,13 @@ def write_month(path: Path, n: int = 5000, seed: int = 0, **kwargs) -> Path:
     """Write a synthetic month as parquet and return its path."""
     make_rides(n, seed=seed, **kwargs).to_parquet(path, index=False)
     return path
+
+
+def two_worlds(base: Path, n: int, seed: int) -> Path:
+    """Four months in ``base``: 2030-0x, the old world (30 zones, 2.5 min per mile), and 2031-0x, other
+    zones and slower traffic (45 zones, 4 min per mile): a model trained on one loses on the other."""
+    for i, (month, zones, slope) in enumerate((("2030-01", 30, 2.5), ("2030-02", 30, 2.5),
+                                               ("2031-01", 45, 4.0), ("2031-02", 45, 4.0))):
+        write_month(base / f"green_tripdata_{month}.parquet", n=n, seed=seed + i, month=month, zones=zones,
+                    slope=slope)
+    return base

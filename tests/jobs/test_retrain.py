@@ -16,7 +16,7 @@ from ride_duration.errors import ExitCode
 from ride_duration.jobs import months, train
 from tests.conftest import require_real
 from tests.mlflow_server import MlflowServer
-from tests.synthetic import write_month
+from tests.synthetic import two_worlds
 
 
 @pytest.fixture(scope="module")
@@ -56,12 +56,7 @@ def last_line(capsys, prefix: str) -> str:
 @pytest.fixture(scope="module")
 def synthetic_dir(tmp_path_factory) -> Path:
     """2030-0x: the old world; 2031-0x: other zones and slower traffic (4 instead of 2.5 min per mile)."""
-    base = tmp_path_factory.mktemp("tlc")
-    for month, seed, zones, slope in (("2030-01", 1, 30, 2.5), ("2030-02", 2, 30, 2.5),
-                                      ("2031-01", 3, 45, 4.0), ("2031-02", 4, 45, 4.0)):
-        write_month(base / f"green_tripdata_{month}.parquet", n=4000, seed=seed, month=month, zones=zones,
-                    slope=slope)
-    return base
+    return two_worlds(tmp_path_factory.mktemp("tlc"), n=4000, seed=1)
 
 
 def test_next_and_previous_month():

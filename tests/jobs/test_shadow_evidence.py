@@ -21,7 +21,7 @@ from ride_duration.jobs import train
 from ride_duration.registry import shadow_evidence
 from ride_duration.registry.shadow_evidence import Report, judge
 from tests.jobs.test_bad_inputs import assert_one_clean_line, run_in_process
-from tests.synthetic import write_month
+from tests.synthetic import two_worlds
 
 NAME = "live-evidence"
 
@@ -154,12 +154,7 @@ def test_a_bad_flag_or_report_is_one_line_and_exit_2_before_the_registry(argv, n
 @pytest.fixture(scope="module")
 def months(tmp_path_factory) -> Path:
     """2030: the old world; 2031: other zones and slower traffic. Small: the gate needs only a clear winner."""
-    base = tmp_path_factory.mktemp("tlc")
-    for month, seed, zones, slope in (("2030-01", 11, 30, 2.5), ("2030-02", 12, 30, 2.5),
-                                      ("2031-01", 13, 45, 4.0), ("2031-02", 14, 45, 4.0)):
-        write_month(base / f"green_tripdata_{month}.parquet", n=1500, seed=seed, month=month, zones=zones,
-                    slope=slope)
-    return base
+    return two_worlds(tmp_path_factory.mktemp("tlc"), n=1500, seed=11)
 
 
 def client_for(url: str) -> t.Any:
