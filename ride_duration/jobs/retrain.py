@@ -42,6 +42,7 @@ from pathlib import Path
 
 from ..config import Settings
 from ..errors import BadInput, ExitCode, JobError
+from ..features import frame_to_rides, prepare_features
 from . import cli, live_evidence
 from .champion_drift import ChampionNotLoadable, monitor_month
 from .months import LATEST, NoData, latest_month, month, next_month, read, source_for
@@ -66,8 +67,8 @@ def train_and_gate(args: argparse.Namespace, train_src: str, valid_src: str, tra
         "params": {**train.model_params(train.DEFAULT_STEP, train.DEFAULT_ALPHA), "trigger": "retrain"},
         "feature_step": train.DEFAULT_STEP.to_dict(),  # the logged pipeline must apply the step fit() used
     }
-    info["metrics"] = gate.metrics(lr.predict(dv.transform(train.prepare_features(
-        valid_rides.to_dict("records"), train.DEFAULT_STEP))), valid_rides)
+    info["metrics"] = gate.metrics(lr.predict(dv.transform(prepare_features(
+        frame_to_rides(valid_rides), train.DEFAULT_STEP))), valid_rides)
     if report is not None:
         info["monitor"] = {"drift_detected": report["drift_detected"],
                            "scores": {k: v["score"] for k, v in report["features"].items()},

@@ -46,6 +46,7 @@ from ..features import (
     STEPS,
     FeatureStep,
     fitted_step,
+    frame_to_rides,
     prepare_features,
 )
 from . import cli, data
@@ -87,8 +88,8 @@ def fit(train_rides, valid_rides, step: FeatureStep = DEFAULT_STEP,
         alpha: float = DEFAULT_ALPHA) -> tuple[DictVectorizer, LinearRegression | Ridge, float]:
     """Fit the vectorizer and the regression; return them with the validation RMSE."""
     dv = DictVectorizer()
-    x_train = dv.fit_transform(prepare_features(train_rides.to_dict("records"), step))
-    x_valid = dv.transform(prepare_features(valid_rides.to_dict("records"), step))
+    x_train = dv.fit_transform(prepare_features(frame_to_rides(train_rides), step))
+    x_valid = dv.transform(prepare_features(frame_to_rides(valid_rides), step))
     setattr(dv, FITTED_STEP_ATTRIBUTE, step.to_dict())  # so write_bundle / register record the right step
     if step.name == MONOTONE:
         from ..model.monotone import MonotoneDuration
@@ -192,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
     from ..registry import gate
 
     info["metrics"] = gate.metrics(lr.predict(dv.transform(prepare_features(
-        valid_rides.to_dict("records"), step))), valid_rides)
+        frame_to_rides(valid_rides), step))), valid_rides)
     info["plausibility"] = gate.plausibility_counts(train_rides, valid_rides)
     if hasattr(lr, "summary"):
         info["fit"] = lr.summary()
