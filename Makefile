@@ -27,6 +27,10 @@ STRICT_SKIPS ?= 1
 # worker (conftest.py's xdist groups), handed out longest first in conftest.py's order (xdist's
 # reorder would put every single test, however long, after all groups). PYTEST_WORKERS=0: one process.
 PYTEST_WORKERS ?= 3
+# test-python clears PYTHONDONTWRITEBYTECODE (set in some shells and CI images): with it, pytest
+# re-parses and rewrites every test and plugin module (~360) in each of its processes, and each of the
+# suite's ~100 service and job subprocesses compiles the package from source (~5 CPU s per pytest
+# process, measured). The caches are __pycache__ directories (.gitignore, .dockerignore).
 XDIST_ARGS ?= -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 export PIPENV_VENV_IN_PROJECT := 1
@@ -99,7 +103,7 @@ test: install-dev system-deps  ## the whole suite: pytest (unit, service, regist
 
 test-python: install-dev tools  ## pytest only, in parallel, skips fail, with reports/junit.xml and reports/coverage.xml (COV_ARGS= to skip coverage, STRICT_SKIPS=0 to let skips pass, PYTEST_WORKERS=0 for one process)
 	@mkdir -p $(REPORTS)
-	@set +e; STRICT_SKIPS=$(STRICT_SKIPS) $(VENV)/bin/python -m pytest $(XDIST_ARGS) --junitxml=$(REPORTS)/junit.xml $(COV_ARGS) \
+	@set +e; PYTHONDONTWRITEBYTECODE= STRICT_SKIPS=$(STRICT_SKIPS) $(VENV)/bin/python -m pytest $(XDIST_ARGS) --junitxml=$(REPORTS)/junit.xml $(COV_ARGS) \
 	   $(PYTEST_ARGS); rc=$$?; \
 	 if [ $$rc -eq 5 ]; then echo "pytest collected no tests: treated as a failure"; exit 1; fi; exit $$rc
 
