@@ -176,6 +176,8 @@ def gitlab_ci_local(clone: Path, *args: str, timeout: float = 120) -> subprocess
     env = {**os.environ, "GCL_IGNORE_PREDEFINED_VARS": "CI_DEFAULT_BRANCH,CI_COMMIT_TAG,CI_PIPELINE_SOURCE,"
                                                        "CI_COMMIT_BRANCH"}
     env.pop("CI", None)
+    for name in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL"):  # `make test PYTEST_WORKERS=2` would reach the jobs' make
+        env.pop(name, None)
     return subprocess.run([tools_bin("gitlab-ci-local"), "--variable", "CI_DEFAULT_BRANCH=main", *args],
                           cwd=clone, env=env, capture_output=True, text=True, timeout=timeout)
 
