@@ -22,15 +22,16 @@ COV_ARGS ?= --cov --cov-report=term --cov-report=xml:$(REPORTS)/coverage.xml
 # A skipped test fails the run (conftest.py): every pipeline and `make test` get it; a developer
 # without the TLC files or chromium can say STRICT_SKIPS=0 (the skips then pass, with their reasons).
 STRICT_SKIPS ?= 1
-# pytest-xdist: most tests wait on servers (gunicorn, MLflow, a broker), not on the CPU, so one
-# more worker than the 2 cores of the project's machine. Tests sharing a module fixture stay on one
-# worker (conftest.py's xdist groups), handed out longest first in conftest.py's order (xdist's
-# reorder would put every single test, however long, after all groups). PYTEST_WORKERS=0: one process.
+# pytest-xdist: one more worker than the 2 cores of the project's machine (measured: 2 workers 571 s,
+# 3 workers 462-535 s, 4 workers 552 s; CONTRIBUTING.md "Running a part of the suite"). Tests sharing
+# a module fixture stay on one worker (conftest.py's xdist groups), handed out longest first in
+# conftest.py's order (xdist's reorder would put every single test, however long, after all groups).
+# PYTEST_WORKERS=0: one process.
 PYTEST_WORKERS ?= 3
 # test-python clears PYTHONDONTWRITEBYTECODE (set in some shells and CI images): with it, pytest
-# re-parses and rewrites every test and plugin module (~360) in each of its processes, and each of the
-# suite's ~100 service and job subprocesses compiles the package from source (~5 CPU s per pytest
-# process, measured). The caches are __pycache__ directories (.gitignore, .dockerignore).
+# re-parses and rewrites every test and plugin module (~360) in each of its processes (~5 CPU s each,
+# measured), and in a fresh clone every service and job subprocess compiles the package from source.
+# The caches are __pycache__ directories (.gitignore, .dockerignore).
 XDIST_ARGS ?= -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 export PIPENV_VENV_IN_PROJECT := 1
