@@ -23,7 +23,7 @@ COV_ARGS ?= --cov --cov-report=term --cov-report=xml:$(REPORTS)/coverage.xml
 # without the TLC files or chromium can say STRICT_SKIPS=0 (the skips then pass, with their reasons).
 STRICT_SKIPS ?= 1
 # pytest-xdist: one more worker than the 2 cores of the project's machine (measured: 2 workers 571 s,
-# 3 workers 462-535 s, 4 workers 552 s; CONTRIBUTING.md "Running a part of the suite"). Tests sharing
+# 3 workers 462-570 s, 4 workers 552 s; CONTRIBUTING.md "Running a part of the suite"). Tests sharing
 # a module fixture stay on one worker (conftest.py's xdist groups), handed out longest first in
 # conftest.py's order (xdist's reorder would put every single test, however long, after all groups).
 # PYTEST_WORKERS=0: one process.
