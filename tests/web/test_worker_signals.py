@@ -16,8 +16,9 @@ from pathlib import Path
 from tests.support import GUNICORN, ROOT, STARTUP_BOUND, Server, wait_until
 
 HOLD = '''
-import os, time
+import os
 exec(compile(open({conf!r}).read(), {conf!r}, "exec"))
+from tests.support import STARTUP_BOUND, wait_until  # the repo root is on gunicorn's path
 _repo_post_fork = post_fork
 
 
@@ -26,8 +27,7 @@ def post_fork(server, worker):
     gate = os.environ["TEST_POST_FORK_GATE"]
     if not os.path.exists(gate):  # only the first worker is held; its replacement starts freely
         open(f"{{gate}}.{{os.getpid()}}", "w").close()
-        while not os.path.exists(gate):
-            time.sleep(0.01)
+        wait_until(lambda: os.path.exists(gate), STARTUP_BOUND, "the test to open the post_fork gate", interval=0.01)
 '''
 
 
