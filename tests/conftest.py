@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import typing as t
@@ -22,10 +23,8 @@ def _restore_environ_after_module():
     one that registers models in-process (``mlflow.set_tracking_uri``) left MLFLOW_TRACKING_URI
     to every later module on its xdist worker, whose services and in-process jobs then followed
     that registry instead of the bundled model. Autouse: set up before the module's other fixtures."""
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
+    with _environ_kept():
+        yield
 
 
 @pytest.fixture(autouse=True)
@@ -36,10 +35,19 @@ def _restore_environ():
     MLFLOW_TRACKING_URI; ``bound_http`` sets MLFLOW_HTTP_REQUEST_*), and every gunicorn or CLI
     subprocess a later test starts inherits it: a service would follow a registry that is gone.
     """
+    with _environ_kept():
+        yield
+
+
+@contextlib.contextmanager
+def _environ_kept() -> t.Iterator[None]:
+    """``os.environ`` as it was on entry, put back on exit."""
     saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 @pytest.fixture
