@@ -88,6 +88,35 @@ def test_unusable_rows_are_kept_with_a_reason(generated):
     assert all(r["reason"] is None and r["predicted_duration"] is not None for r in ordinary)
 
 
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(("row", "ride", "reason"), [
+    ((None, 50, 2.0), None, "missing PULocationID"),
+    ((10, NAN, 2.0), None, "missing DOLocationID"),
+    ((10.5, 50, 2.0), None, "PULocationID is not an integer"),
+    ((10, 50, None), None, "missing trip_distance"),
+    ((10, 50, NAN), None, "missing trip_distance"),
+    ((10, 50, -1.0), None, "trip_distance is negative or not finite"),
+    ((10, 50, INF), None, "trip_distance is negative or not finite"),
+    ((10.0, 50, 2), {"PULocationID": 10, "DOLocationID": 50, "trip_distance": 2.0}, None),
+    ((10, 1200, 2.0), {"PULocationID": 10, "DOLocationID": 1200, "trip_distance": 2.0},
+     "DOLocationID outside the API range 1-999; scored anyway"),
+    ((10, 50, 1234.5), {"PULocationID": 10, "DOLocationID": 50, "trip_distance": 1234.5},
+     "trip_distance above the API limit of 1000 miles; scored anyway"),
+])
+def test_check_row_scores_or_gives_the_reason(row, ride, reason):
+    """The per-row decision both engines share (``jobs/rows.check_row``): the CLI runs above check it
+    end to end in a subprocess, this checks every branch in process."""
+    from ride_duration.jobs.rows import check_row
+
+    got_ride, got_reason = check_row(*row)
+    assert got_reason == reason
+    assert got_ride == ride
+    if ride is not None:
+        assert all(type(got_ride[k]) is type(ride[k]) for k in ride)  # whole zones are ints, distances floats
+
+
 def test_predictions_equal_the_service(generated, client):
     source, output, _ = generated
     inputs = pq.read_table(source).to_pylist()
