@@ -11,22 +11,23 @@ import typing as t
 import pytest
 
 from ride_duration.model.predictor import LoadedModel
-from tests.mlflow_server import MlflowServer
 from tests.registry.test_registry import fit, register
 from tests.stream.broker import StreamProcess, Tansu, TopicReader
 from tests.stream.test_kafka_consumer import encode, rides
+from tests.support import untraced_thread, wait_until
 from tests.synthetic import write_month
 
 pytestmark = pytest.mark.slow
 
 
-def test_model_swap_mid_stream(tmp_path, monkeypatch):
+def test_model_swap_mid_stream(mlflow_server, tmp_path, monkeypatch):
     import mlflow
 
     name = "stream-swap"
     v1_month = write_month(tmp_path / "v1.parquet", n=2000, seed=21)
     v2_month = write_month(tmp_path / "v2.parquet", n=2000, seed=22, month="2021-02", slope=4.0)
-    with MlflowServer(tmp_path / "mlflow") as registry, Tansu(tmp_path / "tansu") as broker:
+    registry = mlflow_server  # this process's shared server (tests/conftest.py): the model name is this test's
+    with Tansu(tmp_path / "tansu") as broker:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.url)
         mlflow.set_tracking_uri(registry.url)
         dv1, lr1, _ = fit(v1_month)
@@ -53,7 +54,7 @@ def test_model_swap_mid_stream(tmp_path, monkeypatch):
                 i += 50
                 time.sleep(0.1)
 
-        feeder = threading.Thread(target=feed, daemon=True)
+        feeder = threading.Thread(target=untraced_thread(feed), daemon=True)
         try:
             proc.wait_event("partitions_assigned", timeout=60)
             feeder.start()
@@ -63,9 +64,7 @@ def test_model_swap_mid_stream(tmp_path, monkeypatch):
             reader.until(lambda r: any(m["model_version"] == f"{name}-v2" for m in r.json()[-200:]), 60,
                          "predictions from v2 without a restart")
             fed = len(sent)  # a few more batches after the swap, then stop
-            deadline = time.monotonic() + 30
-            while len(sent) < fed + 200 and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_until(lambda: len(sent) >= fed + 200, 30, "200 more rides fed after the swap")
             stop.set()
             feeder.join(20)
             want = {r["ride_id"] for r in sent}
