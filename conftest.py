@@ -23,6 +23,7 @@ other; ties keep collection order.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import typing as t
@@ -139,9 +140,14 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
-    """Fail the test that monkey-patches this process for gevent (e.g. by running gunicorn.conf.py
+    """Run a test marked ``untraced`` without coverage's tracer (tests/support.py ``untraced``: the
+    real-data twins of traced tests; pytest-cov's ``no_cover`` has no effect in xdist workers).
+    Fail the test that monkey-patches this process for gevent (e.g. by running gunicorn.conf.py
     in process): every later test would then run on a patched socket/ssl/threading."""
-    result = yield
+    from tests.support import untraced
+
+    with untraced() if item.get_closest_marker("untraced") else contextlib.nullcontext():
+        result = yield
     monkey = sys.modules.get("gevent.monkey")
     if monkey is not None and monkey.is_module_patched("socket"):
         raise AssertionError("this test monkey-patched the pytest process for gevent; "

@@ -21,6 +21,7 @@ import numpy as np
 from ride_duration.model.loading import load_file
 from ride_duration.registry.mlflow_model import SHA256_TAG, build_pipeline
 from tests.conftest import BUNDLED
+from tests.support import untraced
 
 POISON = 13.37
 """A ride of this many miles makes a misbehaving version raise or block."""
@@ -46,6 +47,7 @@ def bundled_pair() -> tuple[t.Any, t.Any]:
     return pickle.loads((BUNDLED / "lin_reg.bin").read_bytes())  # noqa: S301 - our own bundled file
 
 
+@untraced()  # set-up, not the subject
 def register(name: str, regressor: t.Any = None, alias: str | None = None) -> str:
     """Log ``regressor`` (default: the bundled one) with the bundled vectorizer as a pickled MLflow sklearn
     model tagged with its sha256, register it under ``name`` and point ``alias`` at it; returns the version."""

@@ -149,6 +149,41 @@ def running(tmp_path_factory: t.Any, env: dict[str, str], workers: int = 2,
         srv.stop()
 
 
+@contextlib.contextmanager
+def untraced() -> t.Iterator[None]:
+    """Coverage's tracer paused for a block of test scaffolding: fitting and registering models, writing
+    data, computing expected values. Under ``make test`` (pytest-cov) the tracer slows *all* Python code
+    in this process, library code included: on Python 3.11 it doubled the pytest workers' own CPU
+    (331 s against 164 s for the suite, measured), most of it in scikit-learn, skops and MLflow work that
+    only prepares a test. Product code that runs in here is not credited to the report; the lines must be
+    covered by another test (``make test`` prints the total, and the ``fail_under`` floor holds it).
+
+    Every started ``Coverage`` is stopped, not only the current one: in an xdist worker pytest-cov 7.1
+    runs two (the controller's, started at plugin load, under the worker's), and stopping the top one
+    resumes the other, which is why pytest-cov's own ``no_cover`` marker changes nothing under
+    ``make test`` (measured: same CPU). Tests use the ``untraced`` marker (conftest.py) instead."""
+    import coverage
+
+    stopped = []
+    while (cov := coverage.Coverage.current()) is not None:
+        cov.stop()
+        stopped.append(cov)
+    try:
+        yield
+    finally:
+        for cov in reversed(stopped):  # bottom first: the same stack as before
+            cov.start()
+
+
+def untraced_thread(target: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
+    """``target`` for a ``threading.Thread`` that generates load (HTTP clients): it runs without
+    coverage's tracer, which the thread would otherwise inherit (see :func:`untraced`)."""
+    def run(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        sys.settrace(None)
+        return target(*args, **kwargs)
+    return run
+
+
 def wait_until(predicate: t.Callable[[], t.Any], timeout: float, what: str, interval: float = 0.1) -> t.Any:
     """Poll ``predicate`` until it returns something truthy (returned); a liveness bound, not a timing claim.
 

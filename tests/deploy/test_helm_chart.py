@@ -23,6 +23,10 @@ from ride_duration.jobs.environments import ENVIRONMENTS
 from tests.deploy.test_deploy_configs import checkov, run, tool
 from tests.support import ROOT, free_port
 
+pytestmark = pytest.mark.untraced
+"""Rendered manifests parsed and schema-checked in Python here: no service code runs in this process
+worth a coverage line, and the tracer doubled the parsing (tests/support.py ``untraced``)."""
+
 CHART = ROOT / "charts" / "ride-duration"
 HELM = ROOT / ".tools" / "bin" / "helm"
 ENVS = ["dev", "test", "accept", "prod"]

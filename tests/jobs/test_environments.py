@@ -29,7 +29,7 @@ from ride_duration.jobs import data
 from ride_duration.jobs.environments import ENVIRONMENTS, ORDER, check_step
 from ride_duration.registry import aliases, register
 from tests.mlflow_server import MlflowServer
-from tests.support import ROOT
+from tests.support import ROOT, untraced
 from tests.synthetic import write_month
 
 pytestmark = pytest.mark.slow
@@ -100,6 +100,7 @@ def at(client: t.Any, env: str) -> str | None:
     return aliases.champion_version(client, NAME, ENVIRONMENTS[env])
 
 
+@untraced()  # set-up: the train/retrain tests cover log_and_register
 def register_by_hand(client: t.Any, train: Path, valid: Path) -> str:
     """A version registered without the gate and put on @dev by hand (someone bypassed train.py)."""
     rides = data.read_rides(str(train))

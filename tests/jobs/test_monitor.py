@@ -179,6 +179,7 @@ def test_sampling_is_seeded(months, tmp_path):
 # ---- the real months (../shared/data) ---------------------------------------------------------------
 
 @pytest.mark.slow
+@pytest.mark.untraced  # real-month twins of the synthetic tests above (same code); tracing doubled their CPU
 def test_real_2021_02_against_itself_reports_no_drift(tmp_path):
     february = require_real("2021-02")
     code, report = run_monitor(february, february, tmp_path, "--fail-on-drift")
@@ -191,6 +192,7 @@ def test_real_2021_02_against_itself_reports_no_drift(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.untraced
 @pytest.mark.parametrize("month", ["2022-02", "2023-01", "2024-03"])
 def test_real_months_drift_from_2021_02_with_the_independent_rmse(month, tmp_path):
     february, current = require_real("2021-02"), require_real(month)

@@ -45,7 +45,7 @@ from tests.registry.test_registry import (
     train_here,
     wait_until,
 )
-from tests.support import Server, http, post_json
+from tests.support import Server, http, post_json, untraced
 
 registry, months, mlflow_client = base.registry, base.months, base.mlflow_client  # the same fixtures
 ZOOMCAMP = Path(os.environ.get("TLC_DATA_DIR", BUNDLED.parent.parent / "shared" / "data")) / "zoomcamp_lin_reg.bin"
@@ -71,6 +71,7 @@ def pem_public(key: Ed25519PrivateKey) -> bytes:
     return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
+@untraced()  # set-up, not the subject
 def register_file(name: str, blob: bytes, fmt: str) -> str:
     """A version whose model file is ``blob``, logged as MLflow's sklearn flavour says ``fmt`` files are,
     tagged with the blob's own correct sha256 (anyone who can write to the registry can do that)."""
@@ -184,7 +185,7 @@ def test_signed_versions_swap_in_unsigned_and_mis_signed_ones_are_refused(
     (tmp_path / "trusted.pub.pem").write_bytes(pem_public(retired) + pem_public(trainer))  # a rotation's overlap
     dv, lr, _ = fit(months["weak"])
     monkeypatch.setenv("MODEL_SIGNING_PRIVATE_KEY", str(tmp_path / "trainer.pem"))
-    v1, _ = register(name, dv, lr, months["valid"])
+    v1, _ = register(name, dv, lr, months["valid"], traced=True)  # registration signs: the subject here
     tags = mlflow_client.get_model_version(name, v1).tags
     assert tags[signing.KEY_ID_TAG] == signing.key_id(trainer.public_key())
 

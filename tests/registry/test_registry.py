@@ -49,7 +49,7 @@ from ride_duration.registry import aliases
 from ride_duration.registry.register import log_and_register
 from ride_duration.startup import get_holder
 from tests.mlflow_server import MlflowServer, Unpluggable
-from tests.support import ROOT, Server, free_port, http, post_json, wait_until
+from tests.support import ROOT, Server, free_port, http, post_json, untraced, untraced_thread, wait_until
 from tests.synthetic import real_month, write_month
 
 pytestmark = pytest.mark.slow
@@ -158,25 +158,30 @@ def train_here(registry: MlflowServer, name: str, train: Path, valid: Path, *ext
 @functools.cache
 def fit(path: Path) -> tuple[DictVectorizer, LinearRegression, pd.DataFrame]:
     """The course's pair fitted on ``path`` (once per process: callers never change what it returns)."""
-    rides = data.read_rides(str(path))
-    dv = DictVectorizer()
-    lr = LinearRegression().fit(dv.fit_transform(prepare_features(rides.to_dict("records"))), rides["duration"])
+    with untraced():
+        rides = data.read_rides(str(path))
+        dv = DictVectorizer()
+        lr = LinearRegression().fit(dv.fit_transform(prepare_features(rides.to_dict("records"))), rides["duration"])
     return dv, lr, rides
 
 
 def register(name: str, dv: t.Any, lr: t.Any, valid: Path, alias: bool = True,
-             step: dict[str, t.Any] | None = None) -> tuple[str, str]:
+             step: dict[str, t.Any] | None = None, traced: bool = False) -> tuple[str, str]:
     """Log and register ``(dv, lr)`` the way ``promote`` does, bypassing the gate; returns (version, run_id).
 
-    ``step``: the feature step the pair was trained with (default: the course's, as ``fit`` here)."""
+    ``step``: the feature step the pair was trained with (default: the course's, as ``fit`` here).
+    Set-up, not the subject: untraced (``train.py --register`` and ``retrain`` tests cover the code),
+    unless ``traced`` (a test whose subject is what registration does, e.g. signing)."""
     import mlflow
 
-    rides = data.read_rides(str(valid)).head(500)
-    info = {"trained_at": "2026-01-01T00:00:00+00:00", "metrics": {"valid_rmse": 1.0},
-            "train_data": {"source": str(valid), "rows": len(rides)}, "valid_data": {"source": str(valid), "rows": 500},
-            "params": {"model": type(lr).__name__}, "feature_step": step}
-    version, run_id = log_and_register(argparse.Namespace(experiment="registry-tests"), name, dv, lr,
-                                       info, rides)
+    with contextlib.nullcontext() if traced else untraced():
+        rides = data.read_rides(str(valid)).head(500)
+        info = {"trained_at": "2026-01-01T00:00:00+00:00", "metrics": {"valid_rmse": 1.0},
+                "train_data": {"source": str(valid), "rows": len(rides)},
+                "valid_data": {"source": str(valid), "rows": 500},
+                "params": {"model": type(lr).__name__}, "feature_step": step}
+        version, run_id = log_and_register(argparse.Namespace(experiment="registry-tests"), name, dv, lr,
+                                           info, rides)
     if alias:
         mlflow.MlflowClient().set_registered_model_alias(name, "production", version)
     return version, run_id
@@ -249,7 +254,7 @@ class ClientLoop:
         self.results: list[tuple[int, str | None]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+        self._threads = [threading.Thread(target=untraced_thread(self._run), daemon=True) for _ in range(threads)]
 
     def _run(self) -> None:
         while not self._stop.is_set():
