@@ -25,8 +25,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sys
+import tempfile
 import typing as t
+from pathlib import Path
 
 import pytest
 
@@ -35,6 +38,8 @@ SHARED_SCOPES = {"module", "class", "package"}
 DURATIONS_KEY = "ride_duration/durations"
 UNKNOWN_SLOW, UNKNOWN = 60.0, 1.0  # expected seconds of a test the cache has not seen yet
 _measured: dict[str, float] = {}
+SHARED_MLFLOW_KEY = "ride_duration/mlflow_shared_dir"  # tests/conftest.py reads it from workerinput
+_shared_mlflow: Path | None = None
 
 
 def _shares_a_fixture(item: pytest.Item) -> bool:
@@ -97,6 +102,25 @@ def _known_durations(config: pytest.Config) -> dict[str, float]:
 @pytest.hookimpl(optionalhook=True)  # an xdist hook: the controller hands each worker the same durations
 def pytest_configure_node(node: t.Any) -> None:
     node.workerinput[DURATIONS_KEY] = _known_durations(node.config)
+    node.workerinput[SHARED_MLFLOW_KEY] = str(_shared_mlflow_dir())
+
+
+def _shared_mlflow_dir() -> Path:
+    """The directory of the run's one ``mlflow server`` (tests/mlflow_server.py ``shared``): made by
+    the xdist controller when it starts its first worker, removed by it after the last one."""
+    global _shared_mlflow
+    if _shared_mlflow is None:
+        _shared_mlflow = Path(tempfile.mkdtemp(prefix="ride-duration-mlflow-"))
+    return _shared_mlflow
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The xdist controller stops the shared ``mlflow server`` once every worker is done."""
+    if _shared_mlflow is not None:
+        from tests.mlflow_server import stop_shared
+
+        stop_shared(_shared_mlflow)
+        shutil.rmtree(_shared_mlflow, ignore_errors=True)
 
 
 def _unit(item: pytest.Item) -> str:

@@ -77,12 +77,18 @@ def synthetic_months(tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory) -> t.Iterator[t.Any]:
-    """One real ``mlflow server`` per pytest process (per xdist worker), shared by the registry tests
-    that never stop it; each of them uses its own model names. Tests that stop or restart their
-    registry (outages) or need another artifact store start their own ``MlflowServer``."""
-    from tests.mlflow_server import MlflowServer
+def mlflow_server(request, tmp_path_factory) -> t.Iterator[t.Any]:
+    """One real ``mlflow server`` for the run, shared by the registry tests that never stop it; each
+    of them uses its own model names. Under xdist every worker attaches to the same one (conftest.py
+    hands them its directory; tests/mlflow_server.py ``shared``), else this process starts its own.
+    Tests that stop or restart their registry (outages) or need another artifact store start their
+    own ``MlflowServer``."""
+    from tests.mlflow_server import MlflowServer, shared
 
+    directory = getattr(request.config, "workerinput", {}).get("ride_duration/mlflow_shared_dir")  # conftest.py
+    if directory:
+        yield shared(Path(directory))
+        return
     with MlflowServer(tmp_path_factory.mktemp("mlflow-shared")) as server:
         yield server
 

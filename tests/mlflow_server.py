@@ -7,6 +7,11 @@ called mid-test: the port and the stored data survive a restart.
     with MlflowServer(tmp_path) as registry:
         env = {"MLFLOW_TRACKING_URI": registry.url}
 
+One run, one shared server: :func:`shared` starts it for the first xdist worker that needs it and
+attaches the others (a file lock in a directory the controller hands each worker); the controller
+stops it with :func:`stop_shared` once every worker is done. Each start costs ~11 CPU s (the CLI
+and its uvicorn worker each import MLflow), and registry tests use their own model names.
+
 Object stores (tests/registry/test_artifact_stores.py): ``artifacts="s3://bucket/prefix"`` (or
 ``gs://``) with the store's endpoint and credentials in ``env``; ``serve_artifacts=False`` makes
 it hand out the store's URIs to clients instead of proxying (``--no-serve-artifacts
@@ -16,6 +21,8 @@ it hand out the store's URIs to clients instead of proxying (``--no-serve-artifa
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
 import os
 import signal
 import socket
@@ -191,3 +198,48 @@ class Unpluggable:
     def __exit__(self, *exc: object) -> None:
         self.unplug()
 
+
+
+def shared(directory: Path) -> MlflowServer:
+    """The run's shared server, whose files live in ``directory``: started here if no live one is
+    recorded there (under an exclusive lock, so concurrent workers start one between them), else
+    attached to. Never stopped by a worker: :func:`stop_shared` does that, in the xdist controller."""
+    directory.mkdir(parents=True, exist_ok=True)
+    state = directory / "server.json"
+    with open(directory / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        if state.exists():
+            recorded = json.loads(state.read_text())
+            server = MlflowServer(directory / "server", port=recorded["port"])
+            if _alive(recorded["pid"]):
+                return server
+        server = MlflowServer(directory / "server").start()
+        assert server.proc is not None
+        state.write_text(json.dumps({"pid": server.proc.pid, "port": server.port}))
+        return server
+
+
+def stop_shared(directory: Path, timeout: float = 20.0) -> None:
+    """Stop the shared server recorded in ``directory`` (its process group: the CLI and its uvicorn
+    worker), SIGKILL if it is slow; nothing if none was started."""
+    state = directory / "server.json"
+    if not state.exists():
+        return
+    pgid = json.loads(state.read_text())["pid"]  # started in its own session: group id == PID
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):  # what is left of the group
+        os.killpg(pgid, signal.SIGKILL)
+    state.unlink()
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie (the worker that started it, its parent, may not have reaped it yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
