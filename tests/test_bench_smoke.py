@@ -7,10 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 SERVERS = {"service", "service-sync", "course", "flask-const"}
 
 
+@pytest.mark.slow  # four servers started and loaded: ~40 s (handed out early, conftest.py)
 def test_bench_smoke_prints_table_and_writes_json(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--smoke", "--workers", "1",
                           "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=240)

@@ -30,6 +30,8 @@ import pytest
 from tests.conftest import BUNDLED
 from tests.support import ROOT, free_port, http, running
 
+pytestmark = pytest.mark.slow  # `mlflow models serve` and a registered model: ~40 s for the module
+
 NAME = "differential"
 RIDES = [
     {"PULocationID": 43, "DOLocationID": 151, "trip_distance": 1.01},
