@@ -39,7 +39,7 @@ NAME = "env-promotion"
 
 @pytest.fixture(scope="module")
 def registry(mlflow_server: MlflowServer) -> MlflowServer:
-    return mlflow_server  # this process's shared server (tests/conftest.py); NAME is this module's
+    return mlflow_server  # the run's shared server (tests/conftest.py); NAME is this module's
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from tests.synthetic import two_worlds
 
 @pytest.fixture(scope="module")
 def registry(mlflow_server):
-    return mlflow_server  # this process's shared server (tests/conftest.py); the model names are this module's
+    return mlflow_server  # the run's shared server (tests/conftest.py); the model names are this module's
 
 
 @pytest.fixture

@@ -168,7 +168,7 @@ def test_a_pickle_that_would_run_code_is_never_loaded_and_never_retried(
     assert loop.failures() == [], f"{len(loop.failures())} of {len(results)} requests failed: {loop.failures()[:5]}"
     assert {v for _, v in results} == {f"{name}-v1"}
     # refused on MLmodel alone: the pickle is not even fetched (the server logs every artifact GET;
-    # it is this process's shared server, so only the lines of this test's two runs count)
+    # it is the run's shared server, so only the lines of this test's two runs count)
     runs = [mlflow_client.get_model_version(name, v).run_id for v in (evil, dressed)]
     served = [line for line in (registry.root / "mlflow-server.log").read_text(errors="replace").splitlines()
               if "GET" in line and any(run in line for run in runs)]

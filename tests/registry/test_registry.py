@@ -82,7 +82,7 @@ class Service(Server):
 
 @pytest.fixture
 def registry(mlflow_server: MlflowServer) -> MlflowServer:
-    """This pytest process's shared ``mlflow server`` (tests/conftest.py): a start-up costs ~13 CPU s.
+    """The run's shared ``mlflow server`` (tests/conftest.py): a start-up costs ~13 CPU s.
     Model names are per test, so the tests stay independent of each other and of their order."""
     return mlflow_server
 

@@ -26,7 +26,7 @@ def test_model_swap_mid_stream(mlflow_server, tmp_path, monkeypatch):
     name = "stream-swap"
     v1_month = write_month(tmp_path / "v1.parquet", n=2000, seed=21)
     v2_month = write_month(tmp_path / "v2.parquet", n=2000, seed=22, month="2021-02", slope=4.0)
-    registry = mlflow_server  # this process's shared server (tests/conftest.py): the model name is this test's
+    registry = mlflow_server  # the run's shared server (tests/conftest.py): the model name is this test's
     with Tansu(tmp_path / "tansu") as broker:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.url)
         mlflow.set_tracking_uri(registry.url)
