@@ -38,7 +38,6 @@ SHARED_SCOPES = {"module", "class", "package"}
 DURATIONS_KEY = "ride_duration/durations"
 UNKNOWN_SLOW, UNKNOWN = 60.0, 1.0  # expected seconds of a test the cache has not seen yet
 _measured: dict[str, float] = {}
-SHARED_MLFLOW_KEY = "ride_duration/mlflow_shared_dir"  # tests/conftest.py reads it from workerinput
 _shared_mlflow: Path | None = None
 
 
@@ -102,7 +101,9 @@ def _known_durations(config: pytest.Config) -> dict[str, float]:
 @pytest.hookimpl(optionalhook=True)  # an xdist hook: the controller hands each worker the same durations
 def pytest_configure_node(node: t.Any) -> None:
     node.workerinput[DURATIONS_KEY] = _known_durations(node.config)
-    node.workerinput[SHARED_MLFLOW_KEY] = str(_shared_mlflow_dir())
+    from tests.mlflow_server import SHARED_DIR_KEY
+
+    node.workerinput[SHARED_DIR_KEY] = str(_shared_mlflow_dir())
 
 
 def _shared_mlflow_dir() -> Path:

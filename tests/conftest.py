@@ -83,9 +83,9 @@ def mlflow_server(request, tmp_path_factory) -> t.Iterator[t.Any]:
     hands them its directory; tests/mlflow_server.py ``shared``), else this process starts its own.
     Tests that stop or restart their registry (outages) or need another artifact store start their
     own ``MlflowServer``."""
-    from tests.mlflow_server import MlflowServer, shared
+    from tests.mlflow_server import SHARED_DIR_KEY, MlflowServer, shared
 
-    directory = getattr(request.config, "workerinput", {}).get("ride_duration/mlflow_shared_dir")  # conftest.py
+    directory = getattr(request.config, "workerinput", {}).get(SHARED_DIR_KEY)
     if directory:
         yield shared(Path(directory))
         return

@@ -32,7 +32,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.support import STARTUP_BOUND, free_port, http
+from tests.support import STARTUP_BOUND, free_port, http, wait_until
 
 MLFLOW = str(Path(sys.executable).with_name("mlflow"))
 
@@ -199,6 +199,10 @@ class Unpluggable:
         self.unplug()
 
 
+SHARED_DIR_KEY = "ride_duration/mlflow_shared_dir"
+"""The ``workerinput`` key under which the xdist controller (conftest.py) hands every worker the
+directory of :func:`shared`."""
+
 
 def shared(directory: Path) -> MlflowServer:
     """The run's shared server, whose files live in ``directory``: started here if no live one is
@@ -228,9 +232,8 @@ def stop_shared(directory: Path, timeout: float = 20.0) -> None:
     pgid = json.loads(state.read_text())["pid"]  # started in its own session: group id == PID
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while _alive(pgid) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    with contextlib.suppress(AssertionError):  # not gone in time: killed below
+        wait_until(lambda: not _alive(pgid), timeout, "the shared mlflow server to exit")
     with contextlib.suppress(ProcessLookupError):  # what is left of the group
         os.killpg(pgid, signal.SIGKILL)
     state.unlink()
