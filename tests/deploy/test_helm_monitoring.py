@@ -21,9 +21,7 @@ from tests.deploy.test_deploy_configs import run, tool
 from tests.deploy.test_helm_chart import CHART, ENVS, HELM, by_key, docs, helm, helm_render
 from tests.support import ROOT
 
-pytestmark = pytest.mark.untraced
-"""Rendered manifests parsed and schema-checked in Python here: no service code runs in this process
-worth a coverage line, and the tracer doubled the parsing (tests/support.py ``untraced``)."""
+pytestmark = pytest.mark.untraced  # as tests/deploy/test_helm_chart.py: manifests parsed here, no service code
 
 NODE = ROOT / ".tools" / "bin" / "node"
 VALIDATOR = ROOT / "scripts" / "validate-prometheus-crds.mjs"
