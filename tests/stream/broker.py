@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -118,34 +119,72 @@ class Tansu:
 
 
 class TopicReader:
-    """Reads a topic from the beginning (assigned partitions, no group): ``(key, value, timestamp)``."""
+    """Reads a topic from the beginning (assigned partitions, no group): ``(key, value, timestamp)``.
+
+    Error events are kept in :attr:`errors` (a partition that cannot be read would otherwise look like a
+    partition with nothing more in it), and a timed-out :meth:`until` says where the reader stands."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+        self.topic = topic
         self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "reader", "enable.auto.commit": False,
                                   "fetch.wait.max.ms": 20})
         meta = self.consumer.list_topics(topic, timeout=10)
-        self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.topics[topic].partitions])
+        self.partitions = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.topics[topic].partitions]
+        self.consumer.assign(self.partitions)
         self.messages: list[t.Any] = []
+        self.errors: list[str] = []
 
     def poll(self, seconds: float = 0.2) -> list[t.Any]:
-        got = [m for m in self.consumer.consume(10_000, seconds) if m.error() is None]
+        got = []
+        for m in self.consumer.consume(10_000, seconds):
+            if m.error() is None:
+                got.append(m)
+            else:
+                self.errors.append(f"{m.partition()}@{m.offset()}: {m.error().str()}")
         self.messages += got
         return got
 
     def json(self) -> list[dict[str, t.Any]]:
         return [json.loads(m.value()) for m in self.messages]
 
-    def until(self, predicate: t.Callable[[TopicReader], bool], timeout: float, what: str) -> None:
+    def where(self) -> str:
+        """Per partition: messages read, the next offset to read, and the broker's watermarks."""
+        from confluent_kafka import KafkaException
+
+        read = {p.partition: 0 for p in self.partitions}
+        for m in self.messages:
+            read[m.partition()] += 1
+        out = []
+        for tp in self.consumer.position(self.partitions):
+            try:
+                low, high = self.consumer.get_watermark_offsets(tp, timeout=5)
+            except KafkaException as exc:  # a diagnosis must not hide the failure it explains
+                low = high = f"? ({exc})"
+            out.append(f"{tp.partition}: {read[tp.partition]} read, at {tp.offset}, watermarks {low}..{high}")
+        errors = f"; {len(self.errors)} error events, last: {self.errors[-3:]}" if self.errors else "; no error events"
+        return f"reader of {self.topic}: " + ", ".join(out) + errors
+
+    def until(self, predicate: t.Callable[[TopicReader], bool], timeout: float, what: str,
+              explain: t.Callable[[], str] | None = None) -> None:
+        """Poll until ``predicate``; on timeout the error says where the reader stands, then ``explain()``."""
         deadline = time.monotonic() + timeout
         while not predicate(self):
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+                detail = [self.where(), *([explain()] if explain is not None else [])]
+                raise AssertionError("\n".join([f"timed out after {timeout}s waiting for {what}", *detail]))
             self.poll()
 
     def close(self) -> None:
         self.consumer.close()
+
+
+STORY = ("partitions_assigned", "partitions_revoked", "stream_started", "stream_stopping", "stream_stopped",
+         "commit_failed", "delivery_failed", "delivery_waiting", "broker_unavailable", "kafka_fatal")
+"""The events :meth:`StreamProcess.story` tells when a stream test times out."""
+GROUP_STATE = re.compile(r"\|(ASSIGNMENT|CGRPJOINSTATE|COMMIT|OFFSETFETCH|PAUSE)\|")
+"""librdkafka ``debug=cgrp`` lines that say what a member waits for (an assignment, a commit, a join)."""
 
 
 class StreamProcess:
@@ -165,16 +204,18 @@ class StreamProcess:
                                          env=self.env, stdout=log, stderr=subprocess.STDOUT)
         return self
 
-    def events(self, event: str) -> list[dict[str, t.Any]]:
+    def records(self, containing: str = "") -> list[dict[str, t.Any]]:
+        """The JSON records of its log so far (only lines ``containing`` that text: parsing all is slow)."""
         out = []
         if self.log_path.exists():
             for line in self.log_path.read_text(errors="replace").splitlines():
-                if line.startswith("{") and f'"{event}"' in line:
+                if line.startswith("{") and containing in line:
                     with contextlib.suppress(ValueError):
-                        record = json.loads(line)
-                        if record.get("event") == event:
-                            out.append(record)
+                        out.append(json.loads(line))
         return out
+
+    def events(self, event: str) -> list[dict[str, t.Any]]:
+        return [r for r in self.records(f'"{event}"') if r.get("event") == event]
 
     def wait_event(self, event: str, timeout: float = STARTUP_BOUND, count: int = 1) -> list[dict[str, t.Any]]:
         """The first ``count`` records of ``event``; ``timeout`` is a liveness bound that includes the
@@ -188,6 +229,21 @@ class StreamProcess:
                 raise AssertionError(f"no {event} within {timeout}s: {self.tail()}")
             time.sleep(0.1)
         return found
+
+    def story(self, librdkafka_lines: int = 8) -> str:
+        """Its group and delivery events (:data:`STORY`), one short line each, whether it still runs, and the
+        last few group-state lines of librdkafka's own log (there only with ``--kafka-config debug=cgrp``)."""
+        lines = []
+        for record in self.records():
+            if record.get("event") in STORY:
+                said = record.get("partitions", record.get("message", ""))
+                lines.append(f"  {record.get('time')} {record['event']} {str(said)[:160]}")
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        group = [line for line in text.splitlines() if line.startswith("%") and GROUP_STATE.search(line)]
+        state = "not started" if self.proc is None else (
+            "running" if self.proc.poll() is None else f"exited {self.proc.returncode}")
+        return "\n".join([f"{self.log_path.name} ({state}):", *lines,
+                          *(f"  {line[:300]}" for line in group[-librdkafka_lines:])])
 
     def tail(self, n: int = 3000) -> str:
         return self.log_path.read_text(errors="replace")[-n:] if self.log_path.exists() else ""

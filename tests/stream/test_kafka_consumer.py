@@ -158,7 +158,8 @@ def test_sigkill_in_a_consumer_group_loses_no_ride(broker, reference, tmp_path):
     names = topics(broker, "kill")
     first, second = rides(4000), rides(4000, start=4000)
     where = broker.produce(names[0], encode(first))
-    small = ("--batch-size", "50")
+    # librdkafka's group debug log in each member's log file: a stalled group shows in explain() below
+    small = ("--batch-size", "50", "--kafka-config", "debug=cgrp")
     a = consumer(broker, tmp_path, names, "kill", *small, log="a.log").start()
     b = consumer(broker, tmp_path, names, "kill", *small, log="b.log").start()
     reader = TopicReader(broker.bootstrap, names[1])
@@ -168,11 +169,21 @@ def test_sigkill_in_a_consumer_group_loses_no_ride(broker, reference, tmp_path):
         reader.until(lambda r: len(r.messages) >= 500, 60, "the stream to flow")
         orphaned = set(a.events("partitions_assigned")[-1]["partitions"])  # what a owned when it died
         b_before = len(b.events("partitions_assigned"))
-        a.kill()  # mid-stream: batches produced but not committed are redone by the next owner
+        killed = a
+        killed.kill()  # mid-stream: batches produced but not committed are redone by the next owner
         where += broker.produce(names[0], encode(second))
         a = consumer(broker, tmp_path, names, "kill", *small, log="a2.log").start()  # same group
         want = {r["ride_id"] for r in first + second}
-        reader.until(lambda r: want <= {m["ride_id"] for m in r.json()}, 90, "every ride after the restart")
+        source = dict(zip((r["ride_id"] for r in first + second), where, strict=True))
+
+        def explain() -> str:  # a timeout must say what was missing where, and what the group did
+            missing = want - {m["ride_id"] for m in reader.json()}
+            per_partition = {p: sum(source[rid][0] == p for rid in missing) for p in range(PARTITIONS)}
+            return "\n".join([f"{len(missing)} rides missing, per source partition {per_partition}",
+                              f"committed {broker.committed(names[0], 'kill')}, ends {ends(where)}",
+                              *(proc.story() for proc in (killed, b, a))])
+
+        reader.until(lambda r: want <= {m["ride_id"] for m in r.json()}, 90, "every ride after the restart", explain)
         # b may have done it all while the restarted member was still importing: a SIGTERM before its
         # handlers exist kills it (-15), which says nothing about the consumer
         a.wait_event("stream_started")
