@@ -59,7 +59,11 @@ class MlflowServer:
                   ["--no-serve-artifacts", "--default-artifact-root", self.artifacts])]
 
     def start(self, timeout: float = 2 * STARTUP_BOUND) -> MlflowServer:
-        """Start the server and wait until ``/health`` answers 200."""
+        """Start the server and wait until ``/health`` answers 200.
+
+        :raises RuntimeError: it is running already (a second process would orphan the first)."""
+        if self.running:
+            raise RuntimeError(f"mlflow server already running (PID {self.proc.pid})")  # type: ignore[union-attr]
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **self.env}
         env.pop("MLFLOW_TRACKING_URI", None)
         with open(self.log_path, "ab") as log:
@@ -106,7 +110,8 @@ class MlflowServer:
         return self.log_path.read_text(errors="replace")[-n:] if self.log_path.exists() else ""
 
     def __enter__(self) -> MlflowServer:
-        return self.start()
+        """``with MlflowServer(...) as s`` starts it; ``with MlflowServer(...).start() as s`` does not again."""
+        return self if self.running else self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -38,6 +38,11 @@ class Tansu:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = STARTUP_BOUND) -> Tansu:
+        """Start it and wait until its port accepts connections.
+
+        :raises RuntimeError: it is running already (a second process would orphan the first)."""
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError(f"tansu already running (PID {self.proc.pid})")
         url = f"tcp://127.0.0.1:{self.port}"
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
@@ -112,7 +117,7 @@ class Tansu:
             consumer.close()
 
     def __enter__(self) -> Tansu:
-        return self.start()
+        return self if self.proc is not None and self.proc.poll() is None else self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
