@@ -24,7 +24,6 @@ import contextlib
 import fcntl
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -32,7 +31,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.support import STARTUP_BOUND, free_port, http, wait_until
+from tests.support import STARTUP_BOUND, alive, free_port, http, stop_group
 
 MLFLOW = str(Path(sys.executable).with_name("mlflow"))
 
@@ -84,19 +83,8 @@ class MlflowServer:
     def stop(self, timeout: float = 20.0) -> None:
         """Stop the server and its workers (SIGTERM to its process group, SIGKILL if slow)."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        pgid = proc.pid  # start_new_session: the group id is the server's own PID
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
-            proc.wait()
-        with contextlib.suppress(ProcessLookupError):  # a worker that outlived its parent
-            os.killpg(pgid, signal.SIGKILL)
+        if proc is not None and proc.poll() is None:
+            stop_group(proc, timeout)
 
     def restart(self) -> MlflowServer:
         self.stop()
@@ -220,7 +208,7 @@ def shared(directory: Path) -> MlflowServer:
         if state.exists():
             recorded = json.loads(state.read_text())
             server = MlflowServer(directory / "server", port=recorded["port"])
-            if _alive(recorded["pid"]):
+            if alive(recorded["pid"]):
                 return server
         server = MlflowServer(directory / "server").start()
         assert server.proc is not None
@@ -234,20 +222,6 @@ def stop_shared(directory: Path, timeout: float = 20.0) -> None:
     state = directory / "server.json"
     if not state.exists():
         return
-    pgid = json.loads(state.read_text())["pid"]  # started in its own session: group id == PID
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGTERM)
-    with contextlib.suppress(AssertionError):  # not gone in time: killed below
-        wait_until(lambda: not _alive(pgid), timeout, "the shared mlflow server to exit")
-    with contextlib.suppress(ProcessLookupError):  # what is left of the group
-        os.killpg(pgid, signal.SIGKILL)
+    stop_group(json.loads(state.read_text())["pid"], timeout)  # started in its own session
     state.unlink()
 
-
-def _alive(pid: int) -> bool:
-    """Running, not a zombie (the worker that started it, its parent, may not have reaped it yet)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"

@@ -184,6 +184,35 @@ def untraced_thread(target: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
     return run
 
 
+def stop_group(leader: subprocess.Popen[t.Any] | int, timeout: float = 20.0) -> None:
+    """Stop a process group started with ``start_new_session=True`` (its id is the leader's PID):
+    SIGTERM to the group, up to ``timeout`` s for the leader to exit, then SIGKILL to whatever is left
+    of the group (a worker that outlived its parent). ``leader`` is our child (reaped here) or, for a
+    server another process started, its PID."""
+    pgid = leader if isinstance(leader, int) else leader.pid
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    if isinstance(leader, int):
+        with contextlib.suppress(AssertionError):  # not gone in time: killed below
+            wait_until(lambda: not alive(pgid), timeout, f"process group {pgid} to exit")
+    else:
+        with contextlib.suppress(subprocess.TimeoutExpired):  # not gone in time: killed below
+            leader.wait(timeout)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+    if not isinstance(leader, int):
+        leader.wait()
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie (a parent that has not reaped it yet leaves one)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def wait_until(predicate: t.Callable[[], t.Any], timeout: float, what: str, interval: float = 0.1) -> t.Any:
     """Poll ``predicate`` until it returns something truthy (returned); a liveness bound, not a timing claim.
 

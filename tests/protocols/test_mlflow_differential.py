@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import BUNDLED
-from tests.support import ROOT, free_port, http, running
+from tests.support import ROOT, free_port, http, running, stop_group
 
 pytestmark = pytest.mark.slow  # `mlflow models serve` and a registered model: ~40 s for the module
 
@@ -156,13 +155,7 @@ def mlflow_models_serve(tmp: Path, env: dict[str, str]) -> t.Iterator[str]:
             time.sleep(0.2)
         yield url
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)
 
 
 REGISTER = """

@@ -24,7 +24,6 @@ import io
 import json
 import os
 import pickle
-import signal
 import socket
 import subprocess
 import sys
@@ -49,7 +48,7 @@ from ride_duration.registry import aliases
 from ride_duration.registry.register import log_and_register
 from ride_duration.startup import get_holder
 from tests.mlflow_server import MlflowServer, Unpluggable
-from tests.support import ROOT, Server, free_port, http, post_json, untraced, untraced_thread, wait_until
+from tests.support import ROOT, Server, free_port, http, post_json, stop_group, untraced, untraced_thread, wait_until
 from tests.synthetic import real_month, write_month
 
 pytestmark = pytest.mark.slow
@@ -504,13 +503,7 @@ def test_mlflow_models_serve_answers_from_raw_ride_columns(
         expected = load_file(BUNDLED).predict(rides)
         assert np.allclose(body["predictions"], expected, rtol=1e-9, atol=0)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)
 
 
 def _answers(url: str) -> bool:
