@@ -19,6 +19,10 @@ the most tests first and every single test, however long, last). The order here 
 seconds per unit: the durations of the last runs (pytest's cache, ``ride_duration/durations``,
 written after each run that has the cache), else 60 s for a test marked ``slow`` and 1 s for any
 other; ties keep collection order.
+
+Coverage (``make test-python`` runs pytest-cov): the standard library and installed packages are
+imported with the tracer paused (tests/support.py ``UntracedLibraryImports``, installed below, before
+the test modules are collected); the project's modules are traced as before.
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ import typing as t
 from pathlib import Path
 
 import pytest
+
+from tests.support import UntracedLibraryImports
+
+sys.meta_path.insert(0, UntracedLibraryImports())
 
 STRICT = os.environ.get("STRICT_SKIPS") == "1"
 SHARED_SCOPES = {"module", "class", "package"}
