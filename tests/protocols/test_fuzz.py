@@ -75,6 +75,7 @@ def test_every_check_is_run():
             "response_schema_conformance", "status_code_conformance", "content_type_conformance"} <= names
 
 
+@pytest.mark.untraced  # schemathesis and hypothesis against the gunicorn server: no project code runs in here
 @pytest.mark.parametrize(("path", "method"), OPERATIONS, ids=[f"{m} {p}" for p, m in OPERATIONS])
 def test_operation(api_schema, path, method):
     operation = api_schema[path][method]
