@@ -154,6 +154,8 @@ def test_request_id_is_propagated(server):
 
 
 def test_course_model_serves_the_course_answer(tmp_path):
+    """The course's pickle named by MODEL_PATH: an operator's explicit file is trusted (with warnings) even
+    with no digest beside it (issue 18's safe models; the in-process half is in tests/registry/test_model_safety.py)."""
     if not ZOOMCAMP.is_file():
         pytest.skip(f"{ZOOMCAMP} not found (set TLC_DATA_DIR; default ../shared/data)")
     with Server(env={"MODEL_PATH": str(ZOOMCAMP)}, workers=1, log_path=tmp_path / "log") as srv:

@@ -45,11 +45,9 @@ from tests.registry.test_registry import (
     train_here,
     wait_until,
 )
-from tests.support import Server, http, post_json, untraced
+from tests.support import Server, http, untraced
 
 registry, months, mlflow_client = base.registry, base.months, base.mlflow_client  # the same fixtures
-ZOOMCAMP = Path(os.environ.get("TLC_DATA_DIR", BUNDLED.parent.parent / "shared" / "data")) / "zoomcamp_lin_reg.bin"
-ZOOMCAMP_REFERENCE = 26.43883355119793
 
 
 class Touch:
@@ -322,12 +320,3 @@ def test_a_bundled_file_without_a_digest_is_refused_unless_named_or_allowed(bund
     assert load_bundled(Settings(model_path=bundle_copy), explicit)
     assert any("integrity not verified" in w for w in explicit.require().info["warnings"])
     assert load_bundled(Settings(), ModelHolder())  # the image's own file: its metadata.json has the sha256
-
-
-def test_the_course_pickle_given_as_model_path_answers_the_reference(tmp_path: Path) -> None:
-    if not ZOOMCAMP.is_file():
-        pytest.skip(f"{ZOOMCAMP} not found (set TLC_DATA_DIR; default ../shared/data)")
-    with Server(env={"MODEL_PATH": str(ZOOMCAMP)}, workers=1, log_path=tmp_path / "svc.log") as svc:
-        svc.wait("/ready")
-        status, _, body = post_json(svc.url + "/predict", REFERENCE_RIDE)
-    assert status == 200 and body["duration"] == ZOOMCAMP_REFERENCE, body
