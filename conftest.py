@@ -21,8 +21,9 @@ written after each run that has the cache), else 60 s for a test marked ``slow``
 other; ties keep collection order.
 
 Coverage (``make test-python`` runs pytest-cov): the standard library and installed packages are
-imported with the tracer paused (tests/support.py ``UntracedLibraryImports``, installed below, before
-the test modules are collected); the project's modules are traced as before.
+imported with coverage's tracer set aside in the importing thread (tests/support.py
+``UntracedLibraryImports``, installed below, before the test modules are collected); the project's
+modules are traced as before.
 """
 
 from __future__ import annotations
