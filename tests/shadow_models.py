@@ -3,7 +3,8 @@
 :class:`Shifted` answers the bundled model's prediction plus ``shift`` minutes, and misbehaves on rides
 of exactly :data:`POISON` miles (a distance the load checks never use, so the version passes the
 service's checks like any other): ``mode="raise"`` raises, ``mode="block"`` waits until the file
-``gate`` exists. The class lives here, importable by the gunicorn under test (cwd = the repository),
+``gate`` exists. The class lives here, importable by the gunicorn under test (cwd = the repository)
+with the image's packages only (so this module imports no test tool: not pytest, not tests.conftest),
 and is logged as a pickle, so the service needs ``ALLOW_PICKLE_MODELS=true`` to load it.
 """
 
@@ -20,9 +21,9 @@ import numpy as np
 
 from ride_duration.model.loading import load_file
 from ride_duration.registry.mlflow_model import SHA256_TAG, build_pipeline
-from tests.conftest import BUNDLED
-from tests.support import untraced
+from tests.support import ROOT, untraced
 
+BUNDLED = ROOT / "model"
 POISON = 13.37
 """A ride of this many miles makes a misbehaving version raise or block."""
 

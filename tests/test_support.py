@@ -1,9 +1,12 @@
 """The suite's own machinery, where a mistake would pass without a failure: coverage around imports
-(tests/support.py ``UntracedLibraryImports``, installed by conftest.py)."""
+(tests/support.py ``UntracedLibraryImports``, installed by conftest.py), and the import guard that
+keeps a test's service to the image's packages (``image_only_env``, tests/image_only)."""
 
 from __future__ import annotations
 
 import importlib
+import json
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -11,7 +14,7 @@ from pathlib import Path
 import coverage
 import pytest
 
-from tests.support import UntracedLibraryImports
+from tests.support import ROOT, UntracedLibraryImports, image_only_env
 
 LIBRARY, PROJECT = "harness_probe_library", "harness_probe_project"
 
@@ -73,3 +76,32 @@ def test_without_coverage_nothing_is_wrapped(probe: Path) -> None:
     finally:
         sys.settrace(tracer)
     assert type(sys.modules[LIBRARY].__spec__.loader) is importlib.machinery.SourceFileLoader
+
+
+def test_a_guarded_interpreter_cannot_import_what_the_image_lacks_and_libraries_see_it_missing():
+    probe = textwrap.dedent("""\
+        import importlib, json
+        def can(name):
+            try:
+                importlib.import_module(name)
+            except ModuleNotFoundError as exc:
+                return exc.name
+            return True
+        import sklearn.utils.fixes
+        import importlib.util, importlib.metadata, mlflow.version
+        print(json.dumps({n: can(n) for n in ("pandas", "pyarrow.parquet", "google.cloud.storage",
+                                               "google.auth", "sklearn.linear_model", "mlflow.tracking")}
+                         | {"sklearn_sees_pandas": sklearn.utils.fixes.pd is not None,
+                            "sqlalchemy_spec": importlib.util.find_spec("sqlalchemy") is not None,
+                            "skinny": mlflow.version.IS_MLFLOW_SKINNY,
+                            "dists": sorted(d for d in ("pandas", "mlflow", "mlflow-skinny", "skops")
+                                            if d in {x.metadata["Name"] for x in importlib.metadata.distributions()})}))
+        """)
+    env = image_only_env({"PATH": "/usr/bin:/bin"})
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == {
+        "pandas": "pandas", "pyarrow.parquet": "pyarrow", "google.cloud.storage": "google.cloud",
+        "google.auth": True, "sklearn.linear_model": True, "mlflow.tracking": True, "sklearn_sees_pandas": False,
+        "sqlalchemy_spec": False, "skinny": True, "dists": ["mlflow-skinny", "skops"]}

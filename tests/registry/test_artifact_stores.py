@@ -4,8 +4,8 @@
 Proxied (the default, ``--artifacts-destination s3://…`` / ``gs://…``): ``train.py --register``
 (its ``main``, run in this process: the upload is the test, not the command line) uploads through
 the tracking server, the objects land in the bucket, and the service, with
-only ``MLFLOW_TRACKING_URI`` and no cloud SDK importable (boto3, botocore and google.cloud are
-blocked in its interpreter), serves that version with the predictions of the bucket's own skops file.
+only ``MLFLOW_TRACKING_URI`` and no cloud SDK importable (like every test service, it can import only
+the image's packages: ``tests/image_only``), serves that version with the predictions of the bucket's own skops file.
 
 Direct (``--no-serve-artifacts --default-artifact-root s3://…``): clients get ``s3://`` URIs. A
 service without boto3 (as the image is) says so in ``/ready`` (503 with MODEL_FALLBACK=false,
@@ -32,16 +32,6 @@ RIDES = [{"PULocationID": 10, "DOLocationID": 50, "trip_distance": 4.2},
          {"PULocationID": 3, "DOLocationID": 17, "trip_distance": 0.8}]
 BUCKET = "mlflow-artifacts"
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-NO_CLOUD_SDK = '''\
-import sys
-class _NoCloudSDK:
-    """The service image has no cloud SDK: make this interpreter just as unable to import one."""
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("boto3", "botocore", "s3transfer") or name.startswith("google.cloud"):
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return None
-sys.meta_path.insert(0, _NoCloudSDK())
-'''
 
 
 @pytest.fixture(scope="module")
@@ -49,14 +39,6 @@ def months(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("months")
     return (write_month(tmp / "train.parquet", n=3000, seed=31),
             write_month(tmp / "valid.parquet", n=1500, seed=32, month="2021-02"))
-
-
-@pytest.fixture(scope="module")
-def no_cloud_sdk(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Env for a subprocess whose imports of boto3/botocore/google.cloud fail (sitecustomize)."""
-    path = tmp_path_factory.mktemp("no-cloud-sdk")
-    (path / "sitecustomize.py").write_text(NO_CLOUD_SDK)
-    return {"PYTHONPATH": str(path)}
 
 
 @pytest.fixture(scope="module")
@@ -88,10 +70,11 @@ def gcs() -> t.Iterator[t.Any]:
     server.stop()
 
 
-def service(registry: MlflowServer, name: str, tmp_path: Path, **env: str) -> Server:
+def service(registry: MlflowServer, name: str, tmp_path: Path, image_only: bool = True, **env: str) -> Server:
+    """The service following ``name``; like the image it cannot import a cloud SDK unless not ``image_only``."""
     return Service(env={"MLFLOW_TRACKING_URI": registry.url, "MODEL_NAME": name, "MODEL_POLL_SECONDS": "0",
                        "MODEL_LOAD_TIMEOUT": "60", **env},
-                  workers=1, log_path=tmp_path / f"{name}.log")
+                  workers=1, log_path=tmp_path / f"{name}.log", image_only=image_only)
 
 
 def served(server: Server) -> tuple[dict[str, t.Any], list[float]]:
@@ -111,7 +94,7 @@ def bucket_predictions(blob: bytes) -> list[float]:
     return [float(v) for v in safe_format.loads(blob).predict(pd.DataFrame(RIDES))]
 
 
-def test_s3_proxied_train_register_serve_without_boto3(s3, months, no_cloud_sdk, tmp_path):
+def test_s3_proxied_train_register_serve_without_boto3(s3, months, tmp_path):
     env = {"MLFLOW_S3_ENDPOINT_URL": s3.endpoint, **AWS_ENV}
     with MlflowServer(tmp_path / "mlflow", artifacts=f"s3://{BUCKET}/proxied", env=env) as registry:
         code, gate = train_here(registry, "s3-proxied", *months)
@@ -120,14 +103,14 @@ def test_s3_proxied_train_register_serve_without_boto3(s3, months, no_cloud_sdk,
         models = [k for k in keys if k.endswith("/model.skops")]
         assert models and any(k.endswith("/MLmodel") for k in keys), keys
         blob = s3.get_object(Bucket=BUCKET, Key=models[0])["Body"].read()
-        with service(registry, "s3-proxied", tmp_path, MODEL_FALLBACK="false", **no_cloud_sdk) as server:
+        with service(registry, "s3-proxied", tmp_path, MODEL_FALLBACK="false") as server:
             server.wait("/ready")
             info, durations = served(server)
     assert info["registered_version"] == "1" and info["source"] == "registry"
     assert durations == pytest.approx(bucket_predictions(blob), rel=1e-9)
 
 
-def test_gcs_proxied_train_register_serve_without_google_cloud(gcs, months, no_cloud_sdk, tmp_path):
+def test_gcs_proxied_train_register_serve_without_google_cloud(gcs, months, tmp_path):
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
@@ -141,14 +124,14 @@ def test_gcs_proxied_train_register_serve_without_google_cloud(gcs, months, no_c
         models = [n for n in names if n.endswith("/model.skops")]
         assert models and any(n.endswith("/MLmodel") for n in names), names
         blob = client.bucket(BUCKET).blob(models[0]).download_as_bytes()
-        with service(registry, "gcs-proxied", tmp_path, MODEL_FALLBACK="false", **no_cloud_sdk) as server:
+        with service(registry, "gcs-proxied", tmp_path, MODEL_FALLBACK="false") as server:
             server.wait("/ready")
             info, durations = served(server)
     assert info["registered_version"] == "1"
     assert durations == pytest.approx(bucket_predictions(blob), rel=1e-9)
 
 
-def test_direct_s3_uris_need_boto3_and_the_service_says_so(s3, months, no_cloud_sdk, tmp_path, monkeypatch):
+def test_direct_s3_uris_need_boto3_and_the_service_says_so(s3, months, tmp_path, monkeypatch):
     env = {"MLFLOW_S3_ENDPOINT_URL": s3.endpoint, **AWS_ENV}
     for name, value in env.items():  # the trainer uploads straight to the bucket here
         monkeypatch.setenv(name, value)
@@ -161,7 +144,7 @@ def test_direct_s3_uris_need_boto3_and_the_service_says_so(s3, months, no_cloud_
         for name in env:  # the service gets none of the S3 settings unless a case says so
             monkeypatch.delenv(name)
 
-        with service(registry, "s3-direct", tmp_path, MODEL_FALLBACK="false", **no_cloud_sdk) as server:
+        with service(registry, "s3-direct", tmp_path, MODEL_FALLBACK="false") as server:
             server.wait("/health")
             status, _, body = http("GET", server.url + "/ready")
             assert status == 503
@@ -170,12 +153,13 @@ def test_direct_s3_uris_need_boto3_and_the_service_says_so(s3, months, no_cloud_
             status, _, answer = post_json(server.url + "/predict", RIDES)
             assert status == 503 and answer["error"]["code"] == "model_not_ready"
 
-        with service(registry, "s3-direct", tmp_path, **no_cloud_sdk) as server:  # default: fall back
+        with service(registry, "s3-direct", tmp_path) as server:  # default: fall back
             server.wait("/ready")
             ready = json.loads(http("GET", server.url + "/ready")[2])
             assert ready["source"] == "bundled" and "boto3" in ready["fallback_reason"]
 
-        with service(registry, "s3-direct", tmp_path, MODEL_FALLBACK="false", **env) as server:  # boto3 present
+        with service(registry, "s3-direct", tmp_path, image_only=False, MODEL_FALLBACK="false",
+                     **env) as server:  # boto3 present
             server.wait("/ready")
             info, _ = served(server)
             assert info["registered_version"] == "1" and info["source"] == "registry"
