@@ -40,17 +40,23 @@ def _normalized(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+SERVICE_IMAGE = ("default",)
+"""Pipfile.lock sections an image installs: the service's is the runtime section; the stream
+consumer's adds ``stream`` (confluent-kafka)."""
+STREAM_IMAGE = ("default", "stream")
+
+
 @functools.cache
-def image_packages() -> frozenset[str]:
-    """The distributions the service image installs: Pipfile.lock's runtime section (normalized names)."""
+def image_packages(sections: tuple[str, ...] = SERVICE_IMAGE) -> frozenset[str]:
+    """The distributions an image installs: those of Pipfile.lock's ``sections`` (normalized names)."""
     lock = json.loads((ROOT / "Pipfile.lock").read_text())
-    return frozenset(_normalized(n) for n in lock["default"]) | BASE_IMAGE_PACKAGES
+    return frozenset(_normalized(n) for section in sections for n in lock[section]) | BASE_IMAGE_PACKAGES
 
 
 @functools.cache
-def image_site() -> Path:
+def image_site(sections: tuple[str, ...] = SERVICE_IMAGE) -> Path:
     """A site-packages with only :func:`image_packages` in it: symlinks into this venv's, built once per
-    process in a temporary directory (removed at exit).
+    process and image in a temporary directory (removed at exit).
 
     Ownership comes from each distribution's RECORD, read as text. An entry that only image packages
     own is linked whole; a directory shared with other packages (``google``: google-auth beside
@@ -60,7 +66,7 @@ def image_site() -> Path:
     image: set[tuple[str, ...]] = set()
     other: set[tuple[str, ...]] = set()
     for dist in importlib.metadata.distributions(path=[str(site)]):
-        owned = image if _normalized(dist.metadata["Name"] or "") in image_packages() else other
+        owned = image if _normalized(dist.metadata["Name"] or "") in image_packages(sections) else other
         for line in (dist.read_text("RECORD") or "").splitlines():
             parts = tuple(line.rsplit(",", 2)[0].split("/"))
             if parts and parts[0] != "..":
@@ -83,10 +89,11 @@ def image_site() -> Path:
     return root
 
 
-def image_only_env(env: t.Mapping[str, str]) -> dict[str, str]:
-    """``env`` for a Python process that sees only the image's packages (tests/image_only)."""
+def image_only_env(env: t.Mapping[str, str], sections: tuple[str, ...] = SERVICE_IMAGE) -> dict[str, str]:
+    """``env`` for a Python process that sees only the packages of the image made of Pipfile.lock's
+    ``sections`` (tests/image_only)."""
     return {**env, "PYTHONPATH": os.pathsep.join(filter(None, (str(IMAGE_ONLY), env.get("PYTHONPATH")))),
-            "RIDE_DURATION_IMAGE_SITE": str(image_site())}
+            "RIDE_DURATION_IMAGE_SITE": str(image_site(sections))}
 
 
 def free_port() -> int:

