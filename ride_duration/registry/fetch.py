@@ -66,6 +66,7 @@ class Target:
 
     uri: str
     artifact_uri: str
+    """Where its files are; "" for a registered version until :func:`located` asks (loading only)."""
     name: str | None = None
     version: str | None = None
     alias: str | None = None
@@ -118,15 +119,31 @@ def resolve(client: MlflowClient, uri: str) -> Target:
             if not found:
                 raise RegistryUnavailable(f"model {name!r} has no version in stage {ref or 'latest'}")
             mv = max(found, key=lambda v: int(v.version))
-        artifact_uri = client.get_model_version_download_uri(mv.name, mv.version)
     except MlflowException as exc:
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
             what = f"alias @{alias}" if alias else f"version {ref}"
             raise RegistryUnavailable(f"{what} of model {name!r} not found in the registry") from exc
         raise RegistryUnavailable(f"registry request failed: {short(exc)}") from exc
-    return Target(uri, artifact_uri, name=mv.name, version=str(mv.version), alias=alias,
+    # the artifacts' location is asked for only when the version is loaded (:func:`located`): a poll
+    # that finds the version it serves is one registry request, from every worker of every replica
+    return Target(uri, "", name=mv.name, version=str(mv.version), alias=alias,
                   stage=None if alias or (ref or "").isdigit() else (ref or "latest"),
                   run_id=mv.run_id or None, tags=dict(mv.tags or {}))
+
+
+def located(client: MlflowClient, target: Target) -> Target:
+    """``target`` with its artifacts' location (a registered version's is asked of the registry here).
+
+    :raises RegistryUnavailable: the registry could not tell."""
+    if target.artifact_uri or not target.version:
+        return target
+    from mlflow.exceptions import MlflowException
+
+    try:
+        artifact_uri = client.get_model_version_download_uri(target.name, target.version)
+    except MlflowException as exc:
+        raise RegistryUnavailable(f"registry request failed: {short(exc)}") from exc
+    return dataclasses.replace(target, artifact_uri=artifact_uri)
 
 
 def download(artifact_uri: str, dst: str) -> Path:
@@ -237,6 +254,7 @@ def fetch(client: MlflowClient, target: Target, policy: LoadPolicy | None = None
         raise CandidateRejected(f"MODEL_SIGNING_KEY is unusable ({policy.key_error}): refusing every version",
                                 code="bad_signature")
     notes: list[str] = []
+    target = located(client, target)
     base = target.artifact_uri.rstrip("/")
     with tempfile.TemporaryDirectory(prefix="ride-duration-model-") as tmp:
         mlmodel = yaml.safe_load(download(f"{base}/MLmodel", tmp).read_text()) or {}

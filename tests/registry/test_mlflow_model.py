@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import pickle
+from types import SimpleNamespace
 
 import pytest
 
 from ride_duration.features import rides_to_features
 from ride_duration.model.loading import load_file
 from ride_duration.model.predictor import GOLDEN_RIDES, ModelCheckError
-from ride_duration.registry.fetch import MODELS_URI, RUNS_URI, Target
+from ride_duration.registry.fetch import MODELS_URI, RUNS_URI, Target, located, resolve
 from ride_duration.registry.handoff import Handoff
 from ride_duration.registry.mlflow_model import (
     build_pipeline,
@@ -126,3 +127,30 @@ def test_handoff_round_trip_and_refuses_a_shared_directory(tmp_path, monkeypatch
     handoff.clear()
     os.chmod(handoff.dir, 0o700)
     assert handoff.read() == (None, {})
+
+
+class RecordingClient:
+    """Stands in for ``MlflowClient`` in a unit test of which registry calls a poll makes."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def get_model_version_by_alias(self, name: str, alias: str) -> SimpleNamespace:
+        self.calls.append("get_model_version_by_alias")
+        return SimpleNamespace(name=name, version="7", run_id="r1", tags={})
+
+    def get_model_version_download_uri(self, name: str, version: str) -> str:
+        self.calls.append("get_model_version_download_uri")
+        return f"mlflow-artifacts:/1/{name}-v{version}/artifacts"
+
+
+def test_a_poll_is_one_registry_request_and_the_files_are_located_only_to_load():
+    client = RecordingClient()
+    target = resolve(client, "models:/taxi@production")
+    assert client.calls == ["get_model_version_by_alias"]
+    assert (target.key, target.label, target.artifact_uri) == ("taxi/7", "taxi-v7", "")
+    assert located(client, target).artifact_uri == "mlflow-artifacts:/1/taxi-v7/artifacts"
+    assert client.calls == ["get_model_version_by_alias", "get_model_version_download_uri"]
+    run = resolve(client, "runs:/abc123/model")
+    assert located(client, run) is run and run.artifact_uri == "runs:/abc123/model"
+    assert len(client.calls) == 2
