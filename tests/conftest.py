@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from ride_duration import create_app
-from tests.synthetic import ROOT, real_month, write_month
+from tests.support import BUNDLED  # re-exported: tests import it from here
+from tests.synthetic import real_month, write_month
 
-BUNDLED = ROOT / "model"
 REFERENCE_RIDE = {"PULocationID": 10, "DOLocationID": 50, "trip_distance": 40}
 
 

@@ -21,9 +21,8 @@ import numpy as np
 
 from ride_duration.model.loading import load_file
 from ride_duration.registry.mlflow_model import SHA256_TAG, build_pipeline
-from tests.support import ROOT, untraced
+from tests.support import BUNDLED, untraced
 
-BUNDLED = ROOT / "model"
 POISON = 13.37
 """A ride of this many miles makes a misbehaving version raise or block."""
 

@@ -25,6 +25,8 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+BUNDLED = ROOT / "model"
+"""The bundled model directory (``lin_reg.bin`` + ``metadata.json``)."""
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
 STARTUP_BOUND = 120.0
 """Seconds a started server may take to answer: a liveness bound. ~2-4 s on a quiet box, but the suite

@@ -71,7 +71,7 @@ def gcs() -> t.Iterator[t.Any]:
 
 
 def service(registry: MlflowServer, name: str, tmp_path: Path, image_only: bool = True, **env: str) -> Server:
-    """The service following ``name``; like the image it cannot import a cloud SDK unless not ``image_only``."""
+    """The service following ``name``; like the image it cannot import a cloud SDK, unless ``image_only=False``."""
     return Service(env={"MLFLOW_TRACKING_URI": registry.url, "MODEL_NAME": name, "MODEL_POLL_SECONDS": "0",
                        "MODEL_LOAD_TIMEOUT": "60", **env},
                   workers=1, log_path=tmp_path / f"{name}.log", image_only=image_only)

@@ -200,15 +200,14 @@ class StreamProcess:
         self.args = list(args)
         base = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # bundled unless asked
         # 6 s sessions: a killed member's partitions move after 6 s, and tansu answers a JoinGroup in ~3 s
-        # the stream image's packages only (runtime + confluent-kafka), as tests.support.Server does for the service
-        self.env = image_only_env({**base, "STREAM_SESSION_TIMEOUT_MS": "6000", "STREAM_METRICS_PORT": "0",
-                                   **(env or {})}, STREAM_IMAGE)
+        self.env = {**base, "STREAM_SESSION_TIMEOUT_MS": "6000", "STREAM_METRICS_PORT": "0", **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> StreamProcess:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "ride_duration", "stream", *self.args], cwd=ROOT,
-                                         env=self.env, stdout=log, stderr=subprocess.STDOUT)
+                                         env=image_only_env(self.env, STREAM_IMAGE),  # the stream image's packages
+                                         stdout=log, stderr=subprocess.STDOUT)
         return self
 
     def records(self, containing: str = "") -> list[dict[str, t.Any]]:
