@@ -50,7 +50,9 @@ from bench.run import RESULTS, RIDE, WRK_LUA, Gunicorn, ensure_wrk, free_port, m
 
 APPS = ROOT / "bench" / "peer_apps"
 VENVS = ROOT / "bench" / ".peers"
-PYTHON = os.environ.get("PEER_PYTHON") or shutil.which("python3.11") or sys.executable
+PYTHON = os.environ.get("PEER_PYTHON") or sys.executable
+"""The peers' venvs are made from the interpreter running the bench (the one behind our service's
+venv, the Makefile's choice), so the table compares servers, not Python builds."""
 BASE_PINS = ["scikit-learn==1.9.1", "numpy==2.4.6"]  # what the bundled pickle was written with
 PEERS: dict[str, dict[str, t.Any]] = {
     "mlserver": {"pins": ["mlserver==1.7.1", "uvloop==0.21.0"],  # uvloop 0.23 breaks its workers
@@ -98,7 +100,8 @@ def venv(name: str) -> Path:
     target = VENVS / name
     req = requirements(name)
     stamp = target / ".requirements.sha256"
-    digest = hashlib.sha256(req.read_bytes()).hexdigest()
+    interpreter = os.path.realpath(PYTHON).encode()  # a venv's python is a symlink to its interpreter
+    digest = hashlib.sha256(req.read_bytes() + interpreter).hexdigest()  # remade for another interpreter
     if stamp.exists() and stamp.read_text() == digest:
         return target
     print(f"# installing {name} into {target} (once; cached by the requirements' hash)", file=sys.stderr, flush=True)
