@@ -12,6 +12,8 @@ SHELL := /bin/bash
 # a version manager's default source build is neither (pyenv: no --enable-optimizations, a shared
 # libpython). On the project's 2-core machine the suite ran 15-25 % faster on Debian's 3.11 than on
 # pyenv's (CONTRIBUTING.md "Set-up"). An existing .venv keeps its interpreter until `make clean`.
+# Debian 12's is 3.11.2, so the lock keeps the dev tools installable on it (Pipfile: pymdown-extensions
+# < 13); checkov's venv skips soupsieve 4.1 there (it needs 3.11.5; bs4 imports it only for CSS selectors).
 ifeq ($(origin PYTHON),undefined)
 PYTHON := $(shell for p in /usr/bin/python3.11 "$$(command -v python3.11)" "$$(command -v python3)"; do \
 	    [ -x "$$p" ] && "$$p" -c 'import ensurepip, sys, venv; sys.exit(sys.version_info[:2] != (3, 11))' \
