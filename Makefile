@@ -6,12 +6,11 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-# The interpreter the venvs are made from (PYTHON=... chooses one): the first Python 3.11 that can
-# make a venv of /usr/bin/python3.11, then python3.11 and python3 from PATH. A distribution's build
-# comes first because Debian and Ubuntu build it with PGO and LTO, as python:3.11-slim is built;
+# The interpreter the venvs are made from (PYTHON=... chooses one): the first of /usr/bin/python3.11,
+# python3.11 and python3 (from PATH) that is 3.11 and can make a venv. A distribution's build comes first because Debian and Ubuntu build it with PGO and LTO, as python:3.11-slim is built;
 # a version manager's default source build is neither (pyenv: no --enable-optimizations, a shared
-# libpython). On the project's 2-core machine the suite ran 15-25 % faster on Debian's 3.11 than on
-# pyenv's (CONTRIBUTING.md "Set-up"). An existing .venv keeps its interpreter until `make clean`.
+# libpython). On the project's 2-core machine the same tests took 15-25 % less time on Debian's 3.11
+# than on pyenv's (CONTRIBUTING.md "Set-up"). An existing .venv keeps its interpreter until `make clean`.
 # Debian 12's is 3.11.2, so the lock keeps the dev tools installable on it (Pipfile: pymdown-extensions
 # < 13); checkov's venv skips soupsieve 4.1 there (it needs 3.11.5; bs4 imports it only for CSS selectors).
 ifeq ($(origin PYTHON),undefined)
