@@ -7,12 +7,12 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 # The interpreter the venvs are made from (PYTHON=... chooses one): the first of /usr/bin/python3.11,
-# python3.11 and python3 (from PATH) that is 3.11 and can make a venv. A distribution's build comes first because Debian and Ubuntu build it with PGO and LTO, as python:3.11-slim is built;
-# a version manager's default source build is neither (pyenv: no --enable-optimizations, a shared
-# libpython). On the project's 2-core machine the same tests took 15-25 % less time on Debian's 3.11
-# than on pyenv's (CONTRIBUTING.md "Set-up"). An existing .venv keeps its interpreter until `make clean`.
-# Debian 12's is 3.11.2, so the lock keeps the dev tools installable on it (Pipfile: pymdown-extensions
-# < 13); checkov's venv skips soupsieve 4.1 there (it needs 3.11.5; bs4 imports it only for CSS selectors).
+# python3.11 and python3 (from PATH) that is 3.11 and can make a venv. The distribution's build comes
+# first: Debian builds it with profile-guided optimization, pyenv's default build has none (and a
+# shared libpython); on the project's 2-core machine the same tests took 15-25 % less time on it
+# (CONTRIBUTING.md "Set-up"). An existing .venv keeps its interpreter until `make clean`.
+# Debian 12's is 3.11.2: Pipfile keeps pymdown-extensions < 13 for it, and checkov's venv skips
+# soupsieve 4.1 there (it needs 3.11.5; bs4 imports it only for CSS selectors).
 ifeq ($(origin PYTHON),undefined)
 PYTHON := $(shell for p in /usr/bin/python3.11 "$$(command -v python3.11)" "$$(command -v python3)"; do \
 	    [ -x "$$p" ] && "$$p" -c 'import ensurepip, sys, venv; sys.exit(sys.version_info[:2] != (3, 11))' \
