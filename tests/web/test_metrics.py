@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ride_duration.startup import get_holder
 from tests.conftest import REFERENCE_RIDE
-from tests.support import Server, http, post_json
+from tests.support import Server, http, post_json, wait_until
 
 PREDICT_OK = {"endpoint": "/predict", "status": "200"}
 
@@ -116,6 +116,19 @@ def requests_by_pid(directory: Path) -> dict[int | str, float]:
 def children(pid: int) -> set[int]:
     text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
     return {int(p) for p in text.split()}
+
+
+def settled_snapshot(master: int, metrics_dir: Path) -> tuple[set[int], set[str]] | None:
+    """The master's and live workers' PIDs and the metric file names, read consistently, or None.
+
+    The last scrape can itself recycle a worker: the master then reaps it, archives its files and
+    boots a replacement, asynchronously. A listing is only comparable with the PIDs when no worker
+    was reaped or booted while it was taken and both workers are up."""
+    before = children(master)
+    files = {p.name for p in metrics_dir.glob("*.db")}
+    if len(before) == 2 and children(master) == before:
+        return {master, *before}, files
+    return None
 
 
 @pytest.fixture
@@ -224,8 +237,8 @@ def test_recycled_workers_keep_totals_without_piling_up_files(tmp_path: Path):
             scraper.join()
         final = sample(http("GET", server.url + "/metrics")[2].decode(), "ride_duration_http_requests_total",
                        PREDICT_OK)
-        pids = {server.proc.pid, *children(server.proc.pid)}
-        files = {p.name for p in metrics_dir.glob("*.db")}
+        pids, files = wait_until(lambda: settled_snapshot(server.proc.pid, metrics_dir), 30,
+                                 "two live workers and no worker exit while listing the metric files")
 
     assert server.log_text().count("Booting worker") >= 2 + n // 10  # workers really were recycled
     assert failures == []
