@@ -216,19 +216,13 @@ def log_events(server: Server, event: str) -> list[dict[str, t.Any]]:
     return out
 
 
-def worker_pids(server: Server) -> list[int]:
-    assert server.proc is not None
-    pid = server.proc.pid
-    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-
-
 def worker_versions(server: Server) -> dict[int, str | None]:
     """The model each live worker serves: its last swap, else what the master loaded before the fork."""
     records = log_events(server, "model_loaded") + log_events(server, "model_fallback")
     inherited = records[-1]["model_version"] if records else None
     versions: dict[int, str | None] = {}
     swaps = log_events(server, "model_swapped")
-    for pid in worker_pids(server):
+    for pid in server.worker_pids():
         mine = [r for r in swaps if r.get("pid") == pid]
         versions[pid] = mine[-1]["model_version"] if mine else inherited
     return versions

@@ -119,24 +119,15 @@ class Load:
             return out
 
 
-def worker_pids(server: Server) -> set[int]:
-    assert server.proc is not None
-    pids: set[int] = set()
-    with contextlib.suppress(OSError):
-        for task in Path(f"/proc/{server.proc.pid}/task").iterdir():
-            pids |= {int(p) for p in (task / "children").read_text().split()}
-    return pids
-
-
 def wait_workers(server: Server, n: int, exclude: set[int] = frozenset(), timeout: float = 20.0) -> set[int]:
     """Wait until ``n`` workers run and none of them is in ``exclude``; returns their PIDs."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        pids = worker_pids(server)
+        pids = server.worker_pids()
         if len(pids) == n and not pids & exclude:
             return pids
         time.sleep(0.01)
-    raise AssertionError(f"workers did not settle at {n} (now {worker_pids(server)}, excluded {exclude})")
+    raise AssertionError(f"workers did not settle at {n} (now {server.worker_pids()}, excluded {exclude})")
 
 
 def test_sigterm_drains_accepted_requests_and_refuses_new_ones(tmp_path: Path) -> None:
@@ -237,7 +228,7 @@ def test_max_requests_recycling_under_load_fails_nothing(tmp_path: Path) -> None
         seen = set(first)
         end = time.monotonic() + 20
         while len(seen) < len(first) + 6 and time.monotonic() < end:  # at least 6 recycles
-            seen |= worker_pids(server)
+            seen |= server.worker_pids()
             time.sleep(0.005)
         load.wait_for(50)
     summary = load.summary()

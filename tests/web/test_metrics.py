@@ -112,21 +112,16 @@ def requests_by_pid(directory: Path) -> dict[int | str, float]:
     return counts
 
 
-def children(pid: int) -> set[int]:
-    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    return {int(p) for p in text.split()}
-
-
-def settled_snapshot(master: int, metrics_dir: Path) -> tuple[set[int], set[str]] | None:
+def settled_snapshot(server: Server, metrics_dir: Path) -> tuple[set[int], set[str]] | None:
     """The master's and live workers' PIDs and the metric file names, read consistently, or None.
 
     The last scrape can itself recycle a worker: the master then reaps it, archives its files and
     boots a replacement, asynchronously. A listing is only comparable with the PIDs when no worker
     was reaped or booted while it was taken and both workers are up."""
-    before = children(master)
+    before = server.worker_pids()
     files = {p.name for p in metrics_dir.glob("*.db")}
-    if len(before) == 2 and children(master) == before:
-        return {master, *before}, files
+    if len(before) == 2 and server.worker_pids() == before:
+        return {server.proc.pid, *before}, files
     return None
 
 
@@ -154,7 +149,7 @@ def test_counters_sum_across_workers_and_survive_a_killed_worker(served):
     # gevent workers do not balance accepts: one round may land on one worker, which would prove
     # nothing about summing. Rounds of 15 requests (30 rides) until both workers have answered.
     def answered() -> set[int | str]:  # live workers that counted a request (not the stale file)
-        return {pid for pid, c in requests_by_pid(metrics_dir).items() if c > 0} & children(server.proc.pid)
+        return {pid for pid, c in requests_by_pid(metrics_dir).items() if c > 0} & server.worker_pids()
 
     rounds = 0
     while rounds < 10 and (rounds == 0 or len(answered()) < 2):
@@ -185,12 +180,12 @@ def test_counters_sum_across_workers_and_survive_a_killed_worker(served):
     assert sample(text, "ride_duration_model_info") == 1
     assert not list(metrics_dir.glob(f"gauge_livemax_{server.proc.pid}.db"))
 
-    workers = children(server.proc.pid)
+    workers = server.worker_pids()
     victim = max(per_pid, key=per_pid.get)
     assert victim in workers
     os.kill(victim, signal.SIGKILL)
     # the master boots the replacement only after child_exit has retired the victim's files
-    wait_until(lambda: victim not in (live := children(server.proc.pid)) and len(live) == 2, 20,
+    wait_until(lambda: victim not in (live := server.worker_pids()) and len(live) == 2, 20,
                f"worker {victim} reaped and replaced")
     server.wait("/health")
 
@@ -235,7 +230,7 @@ def test_recycled_workers_keep_totals_without_piling_up_files(tmp_path: Path):
             scraper.join()
         final = sample(http("GET", server.url + "/metrics")[2].decode(), "ride_duration_http_requests_total",
                        PREDICT_OK)
-        pids, files = wait_until(lambda: settled_snapshot(server.proc.pid, metrics_dir), 30,
+        pids, files = wait_until(lambda: settled_snapshot(server, metrics_dir), 30,
                                  "two live workers and no worker exit while listing the metric files")
 
     assert server.log_text().count("Booting worker") >= 2 + n // 10  # workers really were recycled
